@@ -1,0 +1,526 @@
+"""Reverse-mode automatic differentiation: `Tensor` and `Function`.
+
+A `Tensor` wraps a NumPy/CuPy array. Every differentiable operation is a small
+`Function` subclass with a `forward` on raw arrays and a `backward` that maps
+output gradients (raw arrays) to input gradients (raw arrays), as in DeZero.
+Calling a Function on tensors records it as the output's `creator`;
+`Tensor.backward()` walks those records in reverse topological order.
+
+Gradients are first-order only: `.grad` is a raw array, not a Tensor.
+"""
+import weakref
+from contextlib import contextmanager
+
+import numpy as np
+
+from . import backend
+
+
+class Config:
+    enable_backprop = True  # False inside `no_grad()`: no graph is recorded
+
+
+@contextmanager
+def no_grad():
+    """Run without recording the graph (evaluation, parameter updates)."""
+    old = Config.enable_backprop
+    Config.enable_backprop = False
+    try:
+        yield
+    finally:
+        Config.enable_backprop = old
+
+
+def sum_to(g, shape):
+    """Undo broadcasting: sum gradient `g` down to `shape` (the one place it is done)."""
+    if g.shape == tuple(shape):
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1)
+    g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape)
+
+
+class Tensor:
+    """An array with a gradient.
+
+    data: NumPy or CuPy array; Python numbers and lists become arrays of the
+    current backend (floats in the default dtype, float32 unless changed).
+    """
+    __array_priority__ = 200  # so `ndarray * Tensor` calls Tensor.__rmul__
+
+    def __init__(self, data, requires_grad=False, name=None):
+        if isinstance(data, Tensor):
+            data = data.data
+        if not backend.is_array(data):
+            a = np.asarray(data)
+            data = backend.asarray(a, dtype=backend.get_default_dtype() if a.dtype.kind == "f" else None)
+        self.data = data
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self.creator = None  # the Function that produced this tensor, if any
+        self.generation = 0  # depth in the graph, for topological ordering
+        self.name = name
+
+    # --- array-like attributes
+    shape = property(lambda self: self.data.shape)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
+    dtype = property(lambda self: self.data.dtype)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        body = str(backend.to_numpy(self.data)).replace("\n", "\n       ")
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({body}{extra})"
+
+    def numpy(self):
+        """The data as a NumPy array on the host (a copy from the GPU under CuPy)."""
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        return self.data.item()
+
+    def detach(self):
+        """Same data, cut from the graph."""
+        return Tensor(self.data)
+
+    def zero_grad(self):
+        self.grad = None
+
+    # --- backpropagation
+    def backward(self, grad=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into `.grad` of every leaf that requires grad.
+
+        grad: the gradient of some scalar w.r.t. this tensor; needed unless
+        this tensor has a single element. The graph is freed afterwards unless
+        `retain_graph=True`.
+        """
+        xp = backend.get_array_module(self.data)
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward: output has shape {self.shape}; a gradient can be implied only "
+                                   "for a single-element output, pass backward(grad=...) of the same shape")
+            grad = xp.ones_like(self.data)
+        grad = backend.unwrap(grad)
+        if tuple(grad.shape) != self.shape:
+            raise ValueError(f"backward: grad has shape {tuple(grad.shape)} but the tensor has shape {self.shape}")
+        if self.creator is None:
+            if self.requires_grad:
+                self.grad = grad if self.grad is None else self.grad + grad
+            return
+
+        # topological order of the Functions, found without recursion (graphs can be deep)
+        funcs, seen, stack = [], {id(self.creator)}, [self.creator]
+        while stack:
+            f = stack.pop()
+            if f.inputs is None:
+                raise RuntimeError("backward: the graph was freed by an earlier backward; "
+                                   "call backward(retain_graph=True) to keep it")
+            funcs.append(f)
+            for x in f.inputs:
+                if x.creator is not None and id(x.creator) not in seen:
+                    seen.add(id(x.creator))
+                    stack.append(x.creator)
+        funcs.sort(key=lambda f: f.generation, reverse=True)
+
+        grads = {id(self): grad}  # gradients of intermediate tensors, by id
+        for f in funcs:
+            outs = [o() for o in f.outputs]
+            gys = [grads.pop(id(o), None) if o is not None else None for o in outs]
+            if all(g is None for g in gys):
+                continue
+            gys = [xp.zeros(s, d) if g is None else g for g, (s, d) in zip(gys, f.out_meta)]
+            gxs = f.backward(*gys)
+            if not isinstance(gxs, tuple):
+                gxs = (gxs,)
+            for x, gx in zip(f.inputs, gxs):
+                if gx is None or not x.requires_grad:
+                    continue
+                if x.creator is None:  # a leaf: accumulate into .grad
+                    x.grad = gx if x.grad is None else x.grad + gx
+                else:
+                    grads[id(x)] = gx if id(x) not in grads else grads[id(x)] + gx
+        if not retain_graph:  # only now: freeing earlier could drop a tensor whose grad is still pending
+            for f in funcs:
+                f.free()
+
+    # --- operators (the Functions live below)
+    def __add__(self, o): return add(self, o)
+    def __radd__(self, o): return add(o, self)
+    def __sub__(self, o): return sub(self, o)
+    def __rsub__(self, o): return sub(o, self)
+    def __mul__(self, o): return mul(self, o)
+    def __rmul__(self, o): return mul(o, self)
+    def __truediv__(self, o): return div(self, o)
+    def __rtruediv__(self, o): return div(o, self)
+    def __matmul__(self, o): return matmul(self, o)
+    def __rmatmul__(self, o): return matmul(o, self)
+    def __pow__(self, p): return Pow(p)(self)
+    def __neg__(self): return Neg()(self)
+    def __getitem__(self, index): return GetItem(index)(self)
+
+    # comparisons give boolean tensors with no gradient
+    def __lt__(self, o): return Tensor(self.data < _raw(o))
+    def __le__(self, o): return Tensor(self.data <= _raw(o))
+    def __gt__(self, o): return Tensor(self.data > _raw(o))
+    def __ge__(self, o): return Tensor(self.data >= _raw(o))
+    def __eq__(self, o): return Tensor(self.data == _raw(o))
+    def __ne__(self, o): return Tensor(self.data != _raw(o))
+    __hash__ = object.__hash__  # tensors are used as dict keys by identity
+
+    # --- shape and reductions
+    def reshape(self, *shape):
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return Reshape(shape)(self)
+
+    def transpose(self, *axes):
+        """Permute axes (all of them reversed when none are given), like ndarray.transpose."""
+        axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
+        return Transpose(axes or None)(self)
+
+    permute = transpose
+
+    @property
+    def T(self):
+        return Transpose(None)(self)
+
+    def sum(self, axis=None, keepdims=False): return Sum(axis, keepdims)(self)
+    def mean(self, axis=None, keepdims=False): return Mean(axis, keepdims)(self)
+    def max(self, axis=None, keepdims=False): return Max(axis, keepdims)(self)
+    def exp(self): return Exp()(self)
+    def log(self): return Log()(self)
+    def sqrt(self): return Sqrt()(self)
+    def tanh(self): return Tanh()(self)
+    def astype(self, dtype): return AsType(dtype)(self)
+
+
+def _raw(x):
+    return x.data if isinstance(x, Tensor) else x
+
+
+def as_tensor(x, like=None):
+    """`x` as a Tensor; numbers take the dtype of `like` so float32 stays float32."""
+    if isinstance(x, Tensor):
+        return x
+    if like is not None and not backend.is_array(x):
+        return Tensor(backend.get_array_module(like).asarray(x, dtype=like.dtype))
+    return Tensor(x)
+
+
+class Function:
+    """One differentiable operation: `forward(*arrays)` and `backward(*grads)`.
+
+    Subclasses keep whatever backward needs as attributes (`self.y = ...`).
+    Non-differentiable arguments (axes, labels, token ids) go to `__init__`.
+    """
+    inputs = outputs = None
+
+    def __call__(self, *inputs):
+        inputs = [as_tensor(x) for x in inputs]
+        ys = self.forward(*[x.data for x in inputs])
+        ys = ys if isinstance(ys, tuple) else (ys,)
+        needs_grad = Config.enable_backprop and any(x.requires_grad for x in inputs)
+        outputs = [Tensor(y, requires_grad=needs_grad) for y in ys]
+        if needs_grad:
+            self.inputs = inputs
+            self.generation = max(x.generation for x in inputs)
+            for y in outputs:
+                y.creator, y.generation = self, self.generation + 1
+            self.outputs = [weakref.ref(y) for y in outputs]
+            self.out_meta = [(y.shape, y.dtype) for y in outputs]  # for zero grads of unused outputs
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def free(self):
+        """Drop saved arrays and inputs once backward has used them."""
+        gen = self.generation
+        self.__dict__.clear()
+        self.generation, self.inputs = gen, None
+
+    def forward(self, *xs):
+        raise NotImplementedError
+
+    def backward(self, *gys):
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------- arithmetic
+class Add(Function):
+    def forward(self, a, b):
+        self.sa, self.sb = a.shape, b.shape
+        return a + b
+
+    def backward(self, g):
+        return sum_to(g, self.sa), sum_to(g, self.sb)
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        self.sa, self.sb = a.shape, b.shape
+        return a - b
+
+    def backward(self, g):
+        return sum_to(g, self.sa), sum_to(-g, self.sb)
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, g):
+        return sum_to(g * self.b, self.a.shape), sum_to(g * self.a, self.b.shape)
+
+
+class Div(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a / b
+
+    def backward(self, g):
+        ga = g / self.b
+        return sum_to(ga, self.a.shape), sum_to(-ga * self.a / self.b, self.b.shape)
+
+
+class Neg(Function):
+    def forward(self, x):
+        return -x
+
+    def backward(self, g):
+        return -g
+
+
+class Pow(Function):
+    """x ** p for a constant exponent p."""
+    def __init__(self, p):
+        self.p = p
+
+    def forward(self, x):
+        self.x = x
+        return x ** self.p
+
+    def backward(self, g):
+        return g * self.p * self.x ** (self.p - 1)
+
+
+class MatMul(Function):
+    """a @ b with NumPy semantics: batch dimensions broadcast, 1-D operands promoted."""
+    def forward(self, a, b):
+        if a.ndim == 0 or b.ndim == 0 or a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align "
+                             f"(last dim of the first must equal the second-to-last of the second)")
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, g):
+        a, b = self.a, self.b
+        a2 = a[None, :] if a.ndim == 1 else a          # (.., M, K)
+        b2 = b[:, None] if b.ndim == 1 else b          # (.., K, N)
+        g2 = g.reshape(g.shape[:-1] + (1,) + g.shape[-1:]) if a.ndim == 1 else g
+        g2 = g2[..., None] if b.ndim == 1 else g2      # (.., M, N)
+        ga = sum_to(g2 @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)
+        gb = sum_to(a2.swapaxes(-1, -2) @ g2, b2.shape).reshape(b.shape)
+        return ga, gb
+
+
+def add(a, b): return Add()(*_pair(a, b))
+def sub(a, b): return Sub()(*_pair(a, b))
+def mul(a, b): return Mul()(*_pair(a, b))
+def div(a, b): return Div()(*_pair(a, b))
+def matmul(a, b): return MatMul()(*_pair(a, b))
+
+
+def _pair(a, b):
+    """Both operands as tensors; a plain number takes the dtype of the tensor beside it."""
+    if isinstance(a, Tensor):
+        return a, as_tensor(b, like=a.data)
+    return as_tensor(a, like=b.data), b
+
+
+# ----------------------------------------------------------------------------- elementwise math
+class Exp(Function):
+    def forward(self, x):
+        self.y = backend.get_array_module(x).exp(x)
+        return self.y
+
+    def backward(self, g):
+        return g * self.y
+
+
+class Log(Function):
+    def forward(self, x):
+        self.x = x
+        return backend.get_array_module(x).log(x)
+
+    def backward(self, g):
+        return g / self.x
+
+
+class Sqrt(Function):
+    def forward(self, x):
+        self.y = backend.get_array_module(x).sqrt(x)
+        return self.y
+
+    def backward(self, g):
+        return g / (2 * self.y)
+
+
+class Tanh(Function):
+    def forward(self, x):
+        self.y = backend.get_array_module(x).tanh(x)
+        return self.y
+
+    def backward(self, g):
+        return g * (1 - self.y * self.y)
+
+
+class AsType(Function):
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def forward(self, x):
+        self.src = x.dtype
+        return x.astype(self.dtype)
+
+    def backward(self, g):
+        return g.astype(self.src)
+
+
+# ----------------------------------------------------------------------------- shapes
+class Reshape(Function):
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        self.src = x.shape
+        return x.reshape(self.shape)
+
+    def backward(self, g):
+        return g.reshape(self.src)
+
+
+class Transpose(Function):
+    def __init__(self, axes=None):
+        self.axes = None if axes is None else tuple(axes)
+
+    def forward(self, x):
+        return x.transpose(self.axes)
+
+    def backward(self, g):
+        if self.axes is None:
+            return g.transpose()
+        return g.transpose(np.argsort(self.axes))
+
+
+class GetItem(Function):
+    """x[index]; backward scatters (and for repeated advanced indices, adds) into zeros."""
+    def __init__(self, index):
+        self.index = _raw_index(index)
+
+    def forward(self, x):
+        self.shape, self.dtype = x.shape, x.dtype
+        return x[self.index]
+
+    def backward(self, g):
+        xp = backend.get_array_module(g)
+        gx = xp.zeros(self.shape, self.dtype)
+        if _is_basic_index(self.index):
+            gx[self.index] = g  # basic slicing never repeats an element
+        else:
+            backend.scatter_add(gx, self.index, g)
+        return gx
+
+
+def _raw_index(index):
+    if isinstance(index, tuple):
+        return tuple(_raw(i) for i in index)
+    return _raw(index)
+
+
+def _is_basic_index(index):
+    items = index if isinstance(index, tuple) else (index,)
+    return all(i is None or i is Ellipsis or isinstance(i, (int, slice, np.integer)) for i in items)
+
+
+class Concat(Function):
+    def __init__(self, axis):
+        self.axis = axis
+
+    def forward(self, *xs):
+        xp = backend.get_array_module(xs[0])
+        self.sizes = [x.shape[self.axis] for x in xs]
+        return xp.concatenate(xs, axis=self.axis)
+
+    def backward(self, g):
+        xp = backend.get_array_module(g)
+        return tuple(xp.split(g, np.cumsum(self.sizes)[:-1].tolist(), axis=self.axis))
+
+
+class Stack(Function):
+    def __init__(self, axis):
+        self.axis = axis
+
+    def forward(self, *xs):
+        return backend.get_array_module(xs[0]).stack(xs, axis=self.axis)
+
+    def backward(self, g):
+        xp = backend.get_array_module(g)
+        return tuple(xp.moveaxis(g, self.axis, 0))
+
+
+def concat(tensors, axis=0):
+    return Concat(axis)(*tensors)
+
+
+def stack(tensors, axis=0):
+    return Stack(axis)(*tensors)
+
+
+# ----------------------------------------------------------------------------- reductions
+def _expand(g, shape, axis, keepdims):
+    """Reshape a reduced gradient so it broadcasts back over the reduced axes."""
+    if axis is not None and not keepdims:
+        axes = (axis,) if isinstance(axis, int) else axis
+        g = backend.get_array_module(g).expand_dims(g, tuple(a % len(shape) for a in axes))
+    return g
+
+
+class Sum(Function):
+    def __init__(self, axis=None, keepdims=False):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        self.shape = x.shape
+        return x.sum(axis=self.axis, keepdims=self.keepdims)
+
+    def backward(self, g):
+        xp = backend.get_array_module(g)
+        return xp.broadcast_to(_expand(g, self.shape, self.axis, self.keepdims), self.shape).copy()
+
+
+class Mean(Sum):
+    def forward(self, x):
+        y = super().forward(x)
+        self.n = x.size // max(y.size, 1)
+        return y / self.n
+
+    def backward(self, g):
+        return super().backward(g / self.n)
+
+
+class Max(Function):
+    """Max over axes; the gradient is shared equally among tied maxima."""
+    def __init__(self, axis=None, keepdims=False):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        self.x = x
+        self.y = x.max(axis=self.axis, keepdims=True)
+        return self.y if self.keepdims else self.y.reshape(x.max(axis=self.axis).shape)
+
+    def backward(self, g):
+        mask = self.x == self.y
+        g = _expand(g, self.x.shape, self.axis, self.keepdims)
+        return g * mask / mask.sum(axis=self.axis, keepdims=True)

@@ -1,0 +1,192 @@
+"""Array backend: NumPy by default, CuPy as a drop-in GPU backend.
+
+Every op in minclip works on raw arrays through ``xp = get_array_module(x)``, so
+the same code runs on the CPU (NumPy) and the GPU (CuPy), as in DeZero.
+
+Choose the backend before creating tensors:
+
+    MINCLIP_BACKEND=cupy python train.py     # environment variable, or
+    minclip.use("cupy")                       # in code
+
+Random numbers are always drawn with NumPy and then moved to the backend, so a
+seed gives the same numbers on both backends (tests rely on this).
+"""
+import os
+from contextlib import contextmanager
+
+import numpy as np
+
+try:  # CuPy is optional: `pip install minclip[cuda12]` or `[cuda13]`
+    import cupy
+except Exception:  # ImportError, or a broken CUDA install that fails on import
+    cupy = None
+
+xp = np  # the array module of the current backend; read it as `backend.xp`
+_name = "numpy"
+_default_dtype = np.dtype(np.float32)
+_rng = np.random.default_rng(0)
+
+
+class BackendError(RuntimeError):
+    """The requested backend cannot be used on this machine."""
+
+
+def use(name):
+    """Select the backend: "numpy" or "cupy". Returns the array module."""
+    global xp, _name
+    name = name.lower()
+    if name == "numpy":
+        xp, _name = np, "numpy"
+    elif name == "cupy":
+        if cupy is None:
+            raise BackendError("backend 'cupy' requested but CuPy is not installed; "
+                               "install it with `pip install minclip[cuda12]` (or [cuda13])")
+        try:
+            n = cupy.cuda.runtime.getDeviceCount()
+        except Exception as e:  # no driver, no device
+            raise BackendError(f"backend 'cupy' requested but no CUDA GPU is usable: {e}") from e
+        if n == 0:
+            raise BackendError("backend 'cupy' requested but no CUDA GPU was found")
+        xp, _name = cupy, "cupy"
+    else:
+        raise ValueError(f"unknown backend {name!r}; choose 'numpy' or 'cupy'")
+    return xp
+
+
+def current():
+    """Name of the current backend: "numpy" or "cupy"."""
+    return _name
+
+
+def unwrap(x):
+    """The array inside a Tensor; anything else unchanged (arrays have a `.data` too: check first)."""
+    return x.data if not is_array(x) and hasattr(x, "data") else x
+
+
+def get_array_module(x):
+    """NumPy or CuPy, whichever holds `x` (a Tensor or an array)."""
+    x = unwrap(x)
+    if cupy is not None and isinstance(x, cupy.ndarray):
+        return cupy
+    return np
+
+
+def is_array(x):
+    return isinstance(x, np.ndarray) or (cupy is not None and isinstance(x, cupy.ndarray))
+
+
+def asarray(x, dtype=None):
+    """`x` as an array of the current backend (no copy when it already is one)."""
+    x = unwrap(x)
+    if xp is np and cupy is not None and isinstance(x, cupy.ndarray):
+        x = x.get()
+    return xp.asarray(x, dtype=dtype)
+
+
+def to_numpy(x):
+    """`x` (Tensor, NumPy or CuPy array, scalar) as a NumPy array on the host."""
+    x = unwrap(x)
+    if cupy is not None and isinstance(x, cupy.ndarray):
+        return x.get()
+    return np.asarray(x)
+
+
+def get_default_dtype():
+    """Floating dtype of new parameters and of tensors made from Python floats."""
+    return _default_dtype
+
+
+def set_default_dtype(dtype):
+    global _default_dtype
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise ValueError(f"default dtype must be floating point, got {dtype}")
+    _default_dtype = dtype
+
+
+@contextmanager
+def default_dtype(dtype):
+    """Temporarily change the default dtype, e.g. float64 for gradient checks."""
+    old = _default_dtype
+    set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        set_default_dtype(old)
+
+
+# ----------------------------------------------------------------------------- random numbers
+def manual_seed(seed):
+    """Reseed the global generator used when no `rng` is passed."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+
+
+def get_rng(rng=None):
+    """A NumPy Generator: `rng` itself, one seeded with int `rng`, or the global one."""
+    if rng is None:
+        return _rng
+    if isinstance(rng, np.random.Generator):
+        return rng
+    return np.random.default_rng(rng)
+
+
+def randn(*shape, std=1.0, rng=None, dtype=None):
+    """Normal(0, std) samples of `shape` on the current backend (drawn by NumPy, then moved)."""
+    a = get_rng(rng).standard_normal(shape) * std
+    return asarray(a, dtype=dtype or _default_dtype)
+
+
+def rand(*shape, rng=None, dtype=None):
+    """Uniform [0, 1) samples of `shape` on the current backend."""
+    return asarray(get_rng(rng).random(shape), dtype=dtype or _default_dtype)
+
+
+def randint(low, high, shape, rng=None):
+    """Integer samples in [low, high) as int64 on the current backend."""
+    return asarray(get_rng(rng).integers(low, high, size=shape), dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------- special functions
+_np_erf = np.frompyfunc(__import__("math").erf, 1, 1)
+
+
+def erf(x):
+    """Elementwise error function (NumPy has none; math.erf is exact to round-off)."""
+    if get_array_module(x) is np:
+        return _np_erf(x).astype(x.dtype)
+    import cupyx.scipy.special
+    return cupyx.scipy.special.erf(x)
+
+
+def scatter_add(target, index, values):
+    """target[index] += values, accumulating repeated indices (np.add.at)."""
+    if get_array_module(target) is np:
+        np.add.at(target, index, values)
+    else:
+        import cupyx
+        cupyx.scatter_add(target, index, values)
+
+
+# ----------------------------------------------------------------------------- machine info
+def info():
+    """Backend, device and BLAS as a dict of strings (`minclip info`)."""
+    d = {"backend": _name, "numpy": np.__version__, "default_dtype": str(_default_dtype)}
+    try:
+        cfg = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        d["blas"] = f"{cfg.get('name')} {cfg.get('version', '')}".strip()
+    except Exception:
+        d["blas"] = "unknown"
+    d["cpu_count"] = str(os.cpu_count())
+    if _name == "cupy":
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        d["device"] = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+        d["cupy"] = cupy.__version__
+    else:
+        d["device"] = "cpu"
+        d["cupy"] = cupy.__version__ if cupy is not None else "not installed"
+    return d
+
+
+if os.environ.get("MINCLIP_BACKEND"):
+    use(os.environ["MINCLIP_BACKEND"])

@@ -1,0 +1,470 @@
+"""Neural-network operations, each a Function with a forward on raw arrays and a short backward.
+
+Import as `import minclip.functional as F`. Shapes follow PyTorch: images are
+(N, C, H, W), linear weights (out_features, in_features), conv weights
+(C_out, C_in, kh, kw). Every op here has a float64 gradient check in
+tests/test_functional.py (a test asserts that `__all__` equals the tested list).
+"""
+import math
+
+import numpy as np
+
+from . import backend
+from .autograd import Function, sum_to
+
+__all__ = [
+    "linear", "relu", "gelu", "quick_gelu", "sigmoid", "softmax", "log_softmax", "cross_entropy",
+    "layer_norm", "batch_norm", "conv2d", "avg_pool2d", "adaptive_avg_pool2d", "embedding",
+    "l2_normalize", "dropout", "scaled_dot_product_attention",
+]
+
+
+def _xp(x):
+    return backend.get_array_module(x)
+
+
+# ----------------------------------------------------------------------------- linear
+class Linear(Function):
+    def forward(self, x, W, b=None):
+        if x.shape[-1] != W.shape[1]:
+            raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape {W.shape} "
+                             f"(in_features {W.shape[1]})")
+        self.x, self.W, self.has_b = x, W, b is not None
+        y = x @ W.T
+        return y + b if b is not None else y
+
+    def backward(self, g):
+        g2 = g.reshape(-1, g.shape[-1])                     # (N*, out)
+        gx = g @ self.W                                     # (..., in)
+        gW = g2.T @ self.x.reshape(-1, self.x.shape[-1])    # (out, in)
+        return (gx, gW, g2.sum(0)) if self.has_b else (gx, gW)
+
+
+def linear(x, weight, bias=None):
+    """y = x @ weight.T + bias.  x: (..., in), weight: (out, in), bias: (out,) -> (..., out)."""
+    return Linear()(x, weight) if bias is None else Linear()(x, weight, bias)
+
+
+# ----------------------------------------------------------------------------- activations
+class ReLU(Function):
+    def forward(self, x):
+        self.mask = x > 0
+        return x * self.mask
+
+    def backward(self, g):
+        return g * self.mask
+
+
+class GELU(Function):
+    """Exact GELU x * Phi(x) (erf form), or the tanh approximation."""
+    def __init__(self, approximate="none"):
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x):
+        xp = _xp(x)
+        self.x = x
+        if self.approximate == "tanh":
+            self.t = xp.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))
+            return 0.5 * x * (1 + self.t)
+        self.cdf = 0.5 * (1 + backend.erf(x / math.sqrt(2)))
+        return x * self.cdf
+
+    def backward(self, g):
+        x = self.x
+        if self.approximate == "tanh":
+            dt = (1 - self.t ** 2) * math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * x ** 2)
+            return g * (0.5 * (1 + self.t) + 0.5 * x * dt)
+        pdf = _xp(x).exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+        return g * (self.cdf + x * pdf)
+
+
+def _sigmoid(x):
+    # 0.5 * (1 + tanh(x / 2)) equals 1 / (1 + exp(-x)) but never overflows
+    return 0.5 * (1 + _xp(x).tanh(0.5 * x))
+
+
+class Sigmoid(Function):
+    def forward(self, x):
+        self.y = _sigmoid(x)
+        return self.y
+
+    def backward(self, g):
+        return g * self.y * (1 - self.y)
+
+
+class QuickGELU(Function):
+    """x * sigmoid(1.702 x): the GELU approximation OpenAI's CLIP models were trained with."""
+    def forward(self, x):
+        self.x, self.s = x, _sigmoid(1.702 * x)
+        return x * self.s
+
+    def backward(self, g):
+        return g * (self.s + 1.702 * self.x * self.s * (1 - self.s))
+
+
+def relu(x): return ReLU()(x)
+def gelu(x, approximate="none"): return GELU(approximate)(x)
+def sigmoid(x): return Sigmoid()(x)
+def quick_gelu(x): return QuickGELU()(x)
+
+
+# ----------------------------------------------------------------------------- softmax family
+class Softmax(Function):
+    def __init__(self, axis=-1):
+        self.axis = axis
+
+    def forward(self, x):
+        e = _xp(x).exp(x - x.max(axis=self.axis, keepdims=True))  # shift for stability
+        self.y = e / e.sum(axis=self.axis, keepdims=True)
+        return self.y
+
+    def backward(self, g):
+        y = self.y
+        return y * (g - (g * y).sum(axis=self.axis, keepdims=True))
+
+
+def _log_softmax(x, axis):
+    m = x.max(axis=axis, keepdims=True)
+    return x - m - _xp(x).log(_xp(x).exp(x - m).sum(axis=axis, keepdims=True))
+
+
+class LogSoftmax(Function):
+    def __init__(self, axis=-1):
+        self.axis = axis
+
+    def forward(self, x):
+        self.y = _log_softmax(x, self.axis)
+        return self.y
+
+    def backward(self, g):
+        return g - _xp(g).exp(self.y) * g.sum(axis=self.axis, keepdims=True)
+
+
+class CrossEntropy(Function):
+    """Mean over the batch of -log softmax(logits)[label]; fused for a simple backward."""
+    def __init__(self, labels):
+        self.labels = backend.unwrap(labels)
+
+    def forward(self, logits):
+        labels = self.labels
+        if logits.ndim != 2 or labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
+            raise ValueError(f"cross_entropy: logits of shape {logits.shape} need labels of shape "
+                             f"({logits.shape[0] if logits.ndim else '?'},), got {labels.shape}")
+        if labels.dtype.kind not in "iu":
+            raise ValueError(f"cross_entropy: labels must be integers, got {labels.dtype}")
+        if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]):
+            raise ValueError(f"cross_entropy: labels must lie in [0, {logits.shape[1]}), "
+                             f"got min {int(labels.min())} max {int(labels.max())}")
+        xp = _xp(logits)
+        self.logp = _log_softmax(logits, 1)
+        rows = xp.arange(len(labels))
+        return -self.logp[rows, labels].mean()
+
+    def backward(self, g):
+        xp = _xp(g)
+        n = len(self.labels)
+        gx = xp.exp(self.logp)  # softmax - onehot
+        gx[xp.arange(n), self.labels] -= 1
+        return gx * (g / n)
+
+
+def softmax(x, axis=-1): return Softmax(axis)(x)
+def log_softmax(x, axis=-1): return LogSoftmax(axis)(x)
+
+
+def cross_entropy(logits, labels):
+    """logits (N, C) float, labels (N,) int -> scalar mean cross-entropy."""
+    return CrossEntropy(labels)(logits)
+
+
+# ----------------------------------------------------------------------------- normalisation
+class LayerNorm(Function):
+    """Normalise over the last axis; computed in at least float32 even for fp16 input."""
+    def __init__(self, eps=1e-5):
+        self.eps = eps
+
+    def forward(self, x, w, b):
+        xp = _xp(x)
+        self.src = x.dtype
+        x = x.astype(xp.promote_types(x.dtype, np.float32))
+        mu = x.mean(-1, keepdims=True)
+        var = ((x - mu) ** 2).mean(-1, keepdims=True)
+        self.rstd = 1 / xp.sqrt(var + self.eps)
+        self.xhat, self.w = (x - mu) * self.rstd, w
+        return (self.xhat * w + b).astype(self.src)
+
+    def backward(self, g):
+        gxhat = g * self.w
+        d = g.shape[-1]
+        gx = self.rstd * (gxhat - gxhat.mean(-1, keepdims=True)
+                          - self.xhat * (gxhat * self.xhat).sum(-1, keepdims=True) / d)
+        gw = sum_to(g * self.xhat, self.w.shape)
+        gb = sum_to(g, self.w.shape)
+        return gx.astype(self.src), gw, gb
+
+
+def layer_norm(x, weight, bias, eps=1e-5):
+    """x (..., D), weight and bias (D,) -> (..., D)."""
+    return LayerNorm(eps)(x, weight, bias)
+
+
+class BatchNorm(Function):
+    """Batch norm over all axes but 1 (channels). Updates running stats in place in training."""
+    def __init__(self, running_mean, running_var, training, momentum, eps):
+        self.rm, self.rv = backend.unwrap(running_mean), backend.unwrap(running_var)
+        self.training, self.momentum, self.eps = training, momentum, eps
+
+    def forward(self, x, w, b):
+        xp = _xp(x)
+        self.axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, -1) + (1,) * (x.ndim - 2)  # broadcast per-channel vectors
+        if self.training:
+            mu = x.mean(self.axes)
+            var = x.var(self.axes)
+            n = x.size // x.shape[1]
+            if self.rm is not None:  # PyTorch keeps the unbiased variance in the running stat
+                self.rm *= 1 - self.momentum
+                self.rm += self.momentum * mu
+                self.rv *= 1 - self.momentum
+                self.rv += self.momentum * var * n / max(n - 1, 1)
+        else:
+            mu, var = self.rm, self.rv
+        self.rstd = (1 / xp.sqrt(var + self.eps)).reshape(shape)
+        self.xhat = (x - mu.reshape(shape)) * self.rstd
+        self.w = w.reshape(shape)
+        return self.xhat * self.w + b.reshape(shape)
+
+    def backward(self, g):
+        gxhat = g * self.w
+        gw = (g * self.xhat).sum(self.axes)
+        gb = g.sum(self.axes)
+        if not self.training:  # statistics are constants
+            return gxhat * self.rstd, gw, gb
+        gx = self.rstd * (gxhat - gxhat.mean(self.axes, keepdims=True)
+                          - self.xhat * (gxhat * self.xhat).mean(self.axes, keepdims=True))
+        return gx, gw, gb
+
+
+def batch_norm(x, running_mean, running_var, weight, bias, training=False, momentum=0.1, eps=1e-5):
+    """x (N, C, ...) -> same shape. running_mean/var: (C,) arrays, updated in place when training."""
+    return BatchNorm(running_mean, running_var, training, momentum, eps)(x, weight, bias)
+
+
+# ----------------------------------------------------------------------------- convolution and pooling
+def _windows(x, kh, kw, stride):
+    """Strided view (N, C, Ho, Wo, kh, kw) of every kernel window of x (N, C, H, W); no copy."""
+    xp = _xp(x)
+    N, C, H, W = x.shape
+    Ho, Wo = (H - kh) // stride + 1, (W - kw) // stride + 1
+    sN, sC, sH, sW = x.strides
+    return xp.lib.stride_tricks.as_strided(
+        x, (N, C, Ho, Wo, kh, kw), (sN, sC, sH * stride, sW * stride, sH, sW))
+
+
+def _pad(x, p):
+    return x if p == 0 else _xp(x).pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+
+
+def _col2im(gcols, x_shape, kh, kw, stride, pad):
+    """Adjoint of _windows: add window gradients (N, C, Ho, Wo, kh, kw) back onto the image.
+    One loop step per kernel offset (kh * kw steps), never per pixel."""
+    xp = _xp(gcols)
+    N, C, H, W = x_shape
+    Ho, Wo = gcols.shape[2:4]
+    gx = xp.zeros((N, C, H + 2 * pad, W + 2 * pad), gcols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            gx[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride] += gcols[:, :, :, :, i, j]
+    return gx[:, :, pad:pad + H, pad:pad + W]
+
+
+class Conv2d(Function):
+    def __init__(self, stride=1, padding=0):
+        self.stride, self.padding = stride, padding
+
+    def forward(self, x, W, b=None):
+        if x.ndim != 4 or W.ndim != 4 or x.shape[1] != W.shape[1]:
+            raise ValueError(f"conv2d: input of shape {x.shape} (N, C, H, W) does not match weight of shape "
+                             f"{W.shape} (C_out, C_in, kh, kw)")
+        xp = _xp(x)
+        O, C, kh, kw = W.shape
+        s, p = self.stride, self.padding
+        if x.shape[2] + 2 * p < kh or x.shape[3] + 2 * p < kw:
+            raise ValueError(f"conv2d: input of shape {x.shape} with padding {p} is smaller than the kernel {W.shape}")
+        self.x_shape, self.W, self.has_b = x.shape, W, b is not None
+        if kh == kw == s and p == 0 and x.shape[2] % s == 0 and x.shape[3] % s == 0:
+            # patchify (ViT's conv1): non-overlapping windows are a reshape, no im2col copy of overlaps
+            N, _, H, Wd = x.shape
+            cols = x.reshape(N, C, H // s, s, Wd // s, s).transpose(0, 1, 2, 4, 3, 5)
+        else:
+            cols = _windows(_pad(x, p), kh, kw, s)                         # (N, C, Ho, Wo, kh, kw)
+        self.cols = cols
+        y = xp.tensordot(cols, W, axes=((1, 4, 5), (1, 2, 3)))            # (N, Ho, Wo, O)
+        if b is not None:
+            y += b
+        return y.transpose(0, 3, 1, 2)                                    # (N, O, Ho, Wo)
+
+    def backward(self, g):
+        xp = _xp(g)
+        _, C, kh, kw = self.W.shape
+        gW = xp.tensordot(g, self.cols, axes=((0, 2, 3), (0, 2, 3)))       # (O, C, kh, kw)
+        gcols = xp.tensordot(g, self.W, axes=((1,), (0,)))                # (N, Ho, Wo, C, kh, kw)
+        gcols = gcols.transpose(0, 3, 1, 2, 4, 5)                         # (N, C, Ho, Wo, kh, kw)
+        gx = _col2im(gcols, self.x_shape, kh, kw, self.stride, self.padding)
+        return (gx, gW, g.sum((0, 2, 3))) if self.has_b else (gx, gW)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    """x (N, C_in, H, W), weight (C_out, C_in, kh, kw) -> (N, C_out, Ho, Wo)."""
+    f = Conv2d(stride, padding)
+    return f(x, weight) if bias is None else f(x, weight, bias)
+
+
+class AvgPool2d(Function):
+    """Average over kernel windows (zero padding counted, as PyTorch's default)."""
+    def __init__(self, kernel_size, stride, padding):
+        self.k, self.s, self.p = kernel_size, stride, padding
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        N, C, H, W = x.shape
+        k, s, p = self.k, self.s, self.p
+        if k == s and p == 0 and H % k == 0 and W % k == 0:  # the common case: a reshape, no window view
+            return x.reshape(N, C, H // k, k, W // k, k).mean((3, 5))
+        return _windows(_pad(x, p), k, k, s).mean((4, 5))
+
+    def backward(self, g):
+        k = self.k
+        gcols = _xp(g).broadcast_to((g / (k * k))[..., None, None], g.shape + (k, k))
+        return _col2im(gcols, self.x_shape, k, k, self.s, self.p)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    """x (N, C, H, W) -> (N, C, Ho, Wo); stride defaults to kernel_size."""
+    if x.shape[2] + 2 * padding < kernel_size or x.shape[3] + 2 * padding < kernel_size:
+        raise ValueError(f"avg_pool2d: input of shape {x.shape} is smaller than the kernel {kernel_size}")
+    return AvgPool2d(kernel_size, stride or kernel_size, padding)(x)
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """x (N, C, H, W) -> (N, C, output_size, output_size); output_size 1 is global average pooling.
+    Only sizes that divide H and W (equal windows) are supported."""
+    H, W = x.shape[2:]
+    if H != W or H % output_size:
+        raise ValueError(f"adaptive_avg_pool2d: input of shape {x.shape} cannot be split into "
+                         f"{output_size}x{output_size} equal windows")
+    return AvgPool2d(H // output_size, H // output_size, 0)(x)
+
+
+# ----------------------------------------------------------------------------- embedding, normalise, dropout
+class Embedding(Function):
+    def __init__(self, ids):
+        self.ids = backend.unwrap(ids)
+
+    def forward(self, W):
+        ids = self.ids
+        if ids.dtype.kind not in "iu":
+            raise ValueError(f"embedding: ids must be integers, got {ids.dtype}")
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= W.shape[0]):
+            raise ValueError(f"embedding: ids must lie in [0, {W.shape[0]}) (the vocabulary size), "
+                             f"got min {int(ids.min())} max {int(ids.max())}")
+        self.W_shape = W.shape
+        return W[ids]
+
+    def backward(self, g):
+        gW = _xp(g).zeros(self.W_shape, g.dtype)
+        backend.scatter_add(gW, self.ids.reshape(-1), g.reshape(-1, self.W_shape[1]))  # repeated ids add up
+        return gW
+
+
+def embedding(ids, weight):
+    """ids: int array (...), weight (V, D) -> (..., D). ids get no gradient."""
+    return Embedding(ids)(weight)
+
+
+class L2Normalize(Function):
+    """x / max(||x||, eps), as torch.nn.functional.normalize."""
+    def __init__(self, axis=-1, eps=1e-12):
+        self.axis, self.eps = axis, eps
+
+    def forward(self, x):
+        xp = _xp(x)
+        self.norm = xp.sqrt((x * x).sum(self.axis, keepdims=True))
+        self.denom = xp.maximum(self.norm, self.eps)
+        self.y = x / self.denom
+        return self.y
+
+    def backward(self, g):
+        gx = g / self.denom
+        # where the norm is above eps it also depends on x: remove the radial component
+        radial = (g * self.y).sum(self.axis, keepdims=True) * self.y / self.denom
+        return gx - radial * (self.norm > self.eps)
+
+
+def l2_normalize(x, axis=-1, eps=1e-12):
+    """Unit-length rows along `axis` (safe at 0: divides by eps instead)."""
+    return L2Normalize(axis, eps)(x)
+
+
+class Dropout(Function):
+    def __init__(self, p, rng):
+        self.p, self.rng = p, rng
+
+    def forward(self, x):
+        keep = backend.rand(*x.shape, rng=self.rng, dtype=x.dtype) >= self.p
+        self.mask = keep / (1 - self.p)  # scale now so evaluation needs no rescaling
+        return x * self.mask
+
+    def backward(self, g):
+        return g * self.mask
+
+
+def dropout(x, p=0.5, training=True, rng=None):
+    """Zero each element with probability p and scale the rest by 1/(1-p); identity when not training."""
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    if not training or p == 0:
+        return x
+    return Dropout(p, rng)(x)
+
+
+# ----------------------------------------------------------------------------- attention
+class ScaledDotProductAttention(Function):
+    """softmax(q k^T / sqrt(d) + mask) v, fused so backward reuses the attention weights."""
+    def __init__(self, mask=None):
+        self.mask = backend.unwrap(mask)
+
+    def forward(self, q, k, v):
+        if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+            raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} need q/k to share the last "
+                             "dim and k/v the second-to-last")
+        xp = _xp(q)
+        self.scale = 1 / math.sqrt(q.shape[-1])
+        s = (q @ k.swapaxes(-1, -2)) * self.scale                 # (..., Lq, Lk)
+        if self.mask is not None:
+            s = s + self.mask                                      # e.g. -inf above the diagonal (causal)
+        e = xp.exp(s - s.max(-1, keepdims=True))
+        self.p = e / e.sum(-1, keepdims=True)
+        self.q, self.k, self.v = q, k, v
+        return self.p @ v                                          # (..., Lq, dv)
+
+    def backward(self, g):
+        p, q, k, v = self.p, self.q, self.k, self.v
+        gv = sum_to(p.swapaxes(-1, -2) @ g, v.shape)
+        gp = g @ v.swapaxes(-1, -2)
+        gs = p * (gp - (gp * p).sum(-1, keepdims=True)) * self.scale
+        return sum_to(gs @ k, q.shape), sum_to(gs.swapaxes(-1, -2) @ q, k.shape), gv
+
+
+def scaled_dot_product_attention(q, k, v, mask=None):
+    """q (..., Lq, d), k (..., Lk, d), v (..., Lk, dv), additive mask broadcastable to (..., Lq, Lk)."""
+    return ScaledDotProductAttention(mask)(q, k, v)
+
+
+def causal_mask(n, dtype=np.float32):
+    """(n, n) additive mask: 0 on and below the diagonal, -inf above (the text encoder's)."""
+    xp = backend.xp
+    return xp.triu(xp.full((n, n), -np.inf, dtype=dtype), 1)
+

@@ -1,0 +1,101 @@
+"""Finite-difference gradient checking (after Chainer's `check_backward`).
+
+The output y = fn(*inputs) is reduced to a scalar with a fixed random
+projection L = sum(y * w), so one backward pass gives dL/dx for every input.
+Each element is compared with the central difference
+(L(x + eps) - L(x - eps)) / (2 eps). For big blocks (the whole CLIP loss) that
+would take 2N forward passes, so above `max_elements` the check instead moves
+all inputs at once along random unit directions r and compares
+(L(x + eps r) - L(x - eps r)) / (2 eps) with sum(grad * r): two passes each.
+All of it in float64: float32 round-off swamps the differences.
+"""
+import numpy as np
+
+from . import backend
+from .autograd import Tensor
+
+
+class GradcheckError(AssertionError):
+    pass
+
+
+def gradcheck(fn, inputs, params=(), eps=1e-6, atol=1e-6, rtol=1e-4, max_elements=4000,
+              n_directions=3, seed=0):
+    """Check the backward pass of `fn` against central differences.
+
+    fn: callable taking `inputs` and returning a Tensor (any shape).
+    inputs: Tensors (float64 with requires_grad=True are checked; integer ones,
+        such as labels or token ids, are passed through and must get no grad).
+    params: further tensors `fn` uses internally (a layer's parameters) to check.
+    Returns True, or raises GradcheckError naming the worst element.
+    """
+    checked = [t for t in list(inputs) + list(params) if isinstance(t, Tensor) and t.requires_grad]
+    if not checked:
+        raise ValueError("gradcheck: no input or parameter has requires_grad=True")
+    for t in checked:
+        if t.dtype != np.float64:
+            raise ValueError(f"gradcheck: needs float64 tensors, got {t.dtype} of shape {t.shape}; "
+                             "create inputs with dtype=float64 (or use backend.default_dtype(np.float64))")
+    rng = np.random.default_rng(seed)
+
+    y = fn(*inputs)
+    xp = backend.get_array_module(y.data)
+    w = backend.asarray(rng.standard_normal(y.shape))
+
+    def loss():
+        return float((fn(*inputs).data * w).sum())
+
+    for t in list(inputs) + list(params):
+        if isinstance(t, Tensor):
+            t.grad = None
+    y.backward(w)
+    for t in list(inputs) + list(params):
+        if isinstance(t, Tensor) and not t.requires_grad and t.grad is not None:
+            raise GradcheckError(f"gradcheck: a tensor without requires_grad (shape {t.shape}, "
+                                 f"dtype {t.dtype}) received a gradient")
+    for i, t in enumerate(checked):
+        if t.grad is None:
+            raise GradcheckError(f"gradcheck: tensor #{i} (shape {t.shape}) received no gradient")
+        if t.grad.shape != t.shape:
+            raise GradcheckError(f"gradcheck: tensor #{i} has shape {t.shape} but its grad {t.grad.shape}")
+
+    if sum(t.size for t in checked) <= max_elements:
+        for i, t in enumerate(checked):
+            num = np.zeros(t.shape)
+            for idx in np.ndindex(*t.shape):
+                old = float(t.data[idx])
+                t.data[idx] = old + eps
+                up = loss()
+                t.data[idx] = old - eps
+                down = loss()
+                t.data[idx] = old
+                num[idx] = (up - down) / (2 * eps)
+            _compare(backend.to_numpy(t.grad), num, atol, rtol, f"tensor #{i} (shape {t.shape})")
+    else:
+        for k in range(n_directions):
+            rs = [rng.standard_normal(t.shape) for t in checked]
+            norm = np.sqrt(sum((r * r).sum() for r in rs))
+            rs = [backend.asarray(r / norm) for r in rs]
+            base = [t.data.copy() for t in checked]
+            for t, b, r in zip(checked, base, rs):
+                t.data[...] = b + eps * r
+            up = loss()
+            for t, b, r in zip(checked, base, rs):
+                t.data[...] = b - eps * r
+            down = loss()
+            for t, b in zip(checked, base):
+                t.data[...] = b
+            num = (up - down) / (2 * eps)
+            ana = float(sum(xp.sum(t.grad * r) for t, r in zip(checked, rs)))
+            _compare(np.array([ana]), np.array([num]), atol, rtol, f"direction #{k} over all {len(checked)} tensors")
+    return True
+
+
+def _compare(analytic, numeric, atol, rtol, what):
+    err = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
+    if (err > 0).any() or not np.isfinite(analytic).all():
+        i = np.unravel_index(np.nanargmax(np.where(np.isfinite(err), err, np.inf)), err.shape)
+        raise GradcheckError(
+            f"gradcheck failed for {what} at index {tuple(int(j) for j in i)}: analytic {analytic[i]:.8g}, "
+            f"numeric {numeric[i]:.8g}, |diff| {abs(analytic[i] - numeric[i]):.3g} > "
+            f"atol {atol:g} + rtol {rtol:g} * |numeric|")
