@@ -60,7 +60,9 @@ def current():
 
 def unwrap(x):
     """The array inside a Tensor; anything else unchanged (arrays have a `.data` too: check first)."""
-    return x.data if not is_array(x) and hasattr(x, "data") else x
+    if is_array(x) or isinstance(x, np.generic):
+        return x
+    return getattr(x, "data", x)
 
 
 def get_array_module(x):

@@ -114,10 +114,10 @@ class Module:
                                      f"but {tuple(target.shape)} in the model")
         for k, v in state_dict.items():
             if k in params:
-                params[k].data = backend.asarray(backend.to_numpy(v), dtype=params[k].dtype)
+                params[k].data = _copy_in(v, params[k].dtype)
             elif k in buffers:
                 m, name = buffers[k]
-                setattr(m, name, backend.asarray(backend.to_numpy(v), dtype=getattr(m, name).dtype))
+                setattr(m, name, _copy_in(v, getattr(m, name).dtype))
         return missing, unexpected
 
     def to(self, target):
@@ -135,6 +135,12 @@ class Module:
         for _, m, name in self.named_buffers():
             setattr(m, name, move(getattr(m, name)))
         return self
+
+
+def _copy_in(v, dtype):
+    """A backend copy of array `v` in `dtype`: a loaded model must never share memory with the
+    state_dict it came from (in-place optimizer steps would write into the caller's arrays)."""
+    return backend.asarray(np.array(backend.to_numpy(v), dtype=dtype))
 
 
 # ----------------------------------------------------------------------------- initialisation
