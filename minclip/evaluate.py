@@ -1,0 +1,372 @@
+"""Evaluation: zero-shot classification, retrieval Recall@K and linear probes.
+
+Radford et al. (2021) evaluate CLIP three ways, and so do we:
+
+* zero-shot transfer (Section 3.1): embed the class names through the text
+  encoder inside prompts such as "a photo of a {}." and classify an image by its
+  most similar class embedding; several prompts per class are averaged
+  ("prompt ensembling", Section 3.1.4);
+* retrieval (Section 3.1.5, Table 13): Recall@K of image->text and text->image
+  search on paired data (several captions per image, as in COCO and Flickr30k);
+* linear probes (Section 3.2, Appendix A.3): L2-regularised logistic regression
+  on frozen image features, the regularisation strength chosen on a validation split.
+
+Every function accepts NumPy or CuPy arrays and returns NumPy arrays and Python floats.
+"""
+import sys
+from contextlib import contextmanager
+
+import numpy as np
+
+from . import backend
+from .autograd import Config, Tensor, no_grad
+
+
+# ----------------------------------------------------------------------------- encoding
+@contextmanager
+def _eval_mode(model):
+    """model.eval() inside the block; the previous training flag is restored afterwards."""
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        yield model
+    finally:
+        if hasattr(model, "train"):
+            model.train(was_training)
+
+
+def _progress(iterable, progress, desc, total=None):
+    """Wrap in a tqdm bar when asked to and stderr is a terminal; otherwise return it unchanged."""
+    if not progress or not sys.stderr.isatty():
+        return iterable
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is a dependency, but evaluation should not fail without it
+        return iterable
+    return tqdm(iterable, desc=desc, total=total, leave=False)
+
+
+def trim_tokens(tokens):
+    """Drop trailing columns that are zero (padding) in every row.
+
+    tokens: int (N, L), zero-padded after each row's end-of-text token.
+    Returns int (N, L') with L' <= L. The column holding the last EOT is never
+    all-zero, so it is always kept (and at least one column is kept). The text
+    transformer is causal and reads its output at the EOT position, so the
+    padding after it never changes the features: dropping it only saves time.
+    """
+    xp = backend.get_array_module(tokens)
+    nonzero = xp.flatnonzero((tokens != 0).any(axis=0))
+    length = int(nonzero[-1]) + 1 if nonzero.size else 1
+    return tokens[:, :length]
+
+
+def _encode(model, what, x):
+    """One batch through the image or text tower -> backend array (B, D)."""
+    if what == "image":
+        out = model.encode_image(backend.asarray(x))
+    else:
+        out = model.encode_text(trim_tokens(backend.asarray(x)))
+    return backend.unwrap(out)
+
+
+def encode_dataset(model, loader, what="image", progress=True):
+    """Run a whole loader through the model without recording a graph.
+
+    loader: yields (images float32 (B, 3, R, R), labels int (B,)) or (images, tokens int (B, L)).
+    what: "image" -> (image features (N, D), second items concatenated: labels (N,) or tokens (N, L));
+          "text"  -> (text features (N, D) of the second items, those items concatenated);
+          "both"  -> (image features (N, D), text features (N, D)), for paired retrieval.
+    progress: show a tqdm bar (only when stderr is a terminal).
+    Features are NumPy float32. The model runs in eval mode; its previous mode is restored.
+    """
+    if what not in ("image", "text", "both"):
+        raise ValueError(f"encode_dataset: what must be 'image', 'text' or 'both', got {what!r}")
+    feats, seconds = [], []
+    total = len(loader) if hasattr(loader, "__len__") else None
+    with no_grad(), _eval_mode(model):
+        for batch in _progress(loader, progress, f"encoding {what}", total):
+            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+                raise ValueError("encode_dataset: the loader must yield pairs (images, labels) or (images, tokens)")
+            first, second = batch
+            if what == "text":
+                feats.append(backend.to_numpy(_encode(model, "text", second)))
+                seconds.append(backend.to_numpy(second))
+            else:
+                feats.append(backend.to_numpy(_encode(model, "image", first)))
+                seconds.append(backend.to_numpy(_encode(model, "text", second)) if what == "both"
+                               else backend.to_numpy(second))
+    if not feats:
+        raise ValueError("encode_dataset: the loader yielded no batches")
+    if what == "both":
+        return np.concatenate(feats).astype(np.float32), np.concatenate(seconds).astype(np.float32)
+    if seconds[0].ndim == 2:  # token arrays: batches may have been padded to different lengths
+        width = max(s.shape[1] for s in seconds)
+        seconds = [np.pad(s, ((0, 0), (0, width - s.shape[1]))) for s in seconds]
+    return np.concatenate(feats).astype(np.float32), np.concatenate(seconds)
+
+
+def _normalize(x, eps=1e-12):
+    """Unit-length rows (any backend)."""
+    xp = backend.get_array_module(x)
+    return x / xp.maximum(xp.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+# ----------------------------------------------------------------------------- zero-shot
+def zero_shot_classifier(model, classnames, templates, tokenize_fn=None, batch_size=256):
+    """Class embeddings from prompts, with prompt ensembling (Section 3.1.4).
+
+    For each class c: w_c = normalise(mean_t normalise(encode_text(template_t.format(c)))).
+    "We construct the ensemble over the embedding space instead of probability space",
+    so the averaged class embeddings are computed once and cost nothing per image.
+
+    classnames: C strings; templates: T format strings with one "{}".
+    tokenize_fn: list of strings -> int tokens (n, L); defaults to
+        minclip.tokenize(texts, context_length=model.context_length, truncate=True) with the
+        tokenizer built for the model's vocabulary (minclip.tokenizer.tokenizer_for).
+    Returns NumPy float32 (D, C): image features @ classifier gives the logits.
+    """
+    classnames, templates = list(classnames), list(templates)
+    if not classnames or not templates:
+        raise ValueError("zero_shot_classifier: need at least one class name and one template")
+    if tokenize_fn is None:
+        from .tokenizer import tokenize, tokenizer_for
+
+        def tokenize_fn(texts):
+            return tokenize(texts, context_length=model.context_length, truncate=True,
+                            tokenizer=tokenizer_for(model.vocab_size))
+
+    texts = [t.format(c) for c in classnames for t in templates]  # class-major: (C * T,)
+    feats = []
+    with no_grad(), _eval_mode(model):
+        for i in range(0, len(texts), batch_size):
+            tokens = backend.to_numpy(tokenize_fn(texts[i:i + batch_size]))
+            feats.append(backend.to_numpy(_encode(model, "text", tokens)))  # trims padding per batch
+    emb = _normalize(np.concatenate(feats).astype(np.float64))      # (C * T, D), unit rows
+    emb = emb.reshape(len(classnames), len(templates), -1).mean(1)  # (C, D), average over templates
+    return _normalize(emb).T.astype(np.float32)                     # (D, C)
+
+
+def accuracy(logits, labels, topk=(1, 5)):
+    """Top-k accuracies: {"top1": float, "top5": float, ...}.
+
+    logits (N, C), labels int (N,). k larger than C counts as C (every label is in the
+    top C), but the key keeps the requested k. Ties are broken by the lower class index.
+    """
+    logits, labels = backend.to_numpy(logits), backend.to_numpy(labels)
+    order = np.argsort(-logits, axis=1, kind="stable")  # (N, C), best class first
+    out = {}
+    for k in topk:
+        hit = (order[:, :min(k, logits.shape[1])] == labels[:, None]).any(axis=1)
+        out[f"top{k}"] = float(hit.mean()) if len(labels) else float("nan")
+    return out
+
+
+def zero_shot_scores(image_features, labels, classifier, topk=(1, 5)):
+    """zero_shot_eval on features already computed: image_features (N, D), labels (N,), classifier (D, C)."""
+    feats = _normalize(backend.to_numpy(image_features).astype(np.float32))
+    classifier = backend.to_numpy(classifier).astype(np.float32)
+    labels = backend.to_numpy(labels).astype(np.int64)
+    n_classes = classifier.shape[1]
+    # CLIP multiplies cosine similarities by its learned logit scale (100 for the released
+    # models); a positive scale never changes the argmax, so any accuracy is the same without it.
+    logits = 100.0 * feats @ classifier                               # (N, C)
+    preds = logits.argmax(axis=1)
+    confusion = np.zeros((n_classes, n_classes), np.int64)           # rows: true class, columns: predicted
+    np.add.at(confusion, (labels, preds), 1)
+    return dict(accuracy(logits, labels, topk), preds=preds, labels=labels, confusion=confusion, n=len(labels))
+
+
+def zero_shot_eval(model, loader, classifier, topk=(1, 5), progress=True):
+    """Zero-shot classification of a labelled loader (Section 3.1.2).
+
+    loader: yields (images (B, 3, R, R), labels int (B,)); classifier: (D, C) from zero_shot_classifier.
+    Returns dict(top1=, top5=, ... floats, preds int (N,), labels int (N,),
+    confusion int (C, C) with rows true and columns predicted classes, n=N).
+    """
+    feats, labels = encode_dataset(model, loader, "image", progress=progress)
+    return zero_shot_scores(feats, labels, classifier, topk)
+
+
+# ----------------------------------------------------------------------------- retrieval
+def _first_hit_rank(sim, target, chunk=512):
+    """0-based rank of column target[i] in row i of sim when each row is sorted in descending
+    order, ties broken by the lower column index (a stable sort): what argsort would give."""
+    xp = backend.get_array_module(sim)
+    ranks = []
+    cols = xp.arange(sim.shape[1])
+    for i in range(0, sim.shape[0], chunk):
+        s, t = sim[i:i + chunk], target[i:i + chunk]
+        score = s[xp.arange(len(t)), t][:, None]                               # (b, 1)
+        ahead = (s > score) | ((s == score) & (cols[None, :] < t[:, None]))    # (b, M)
+        ranks.append(ahead.sum(axis=1))
+    return xp.concatenate(ranks)
+
+
+def retrieval_metrics(image_features, text_features, ks=(1, 5, 10), text_to_image=None):
+    """Recall@K for image->text and text->image search.
+
+    image_features (N_img, D), text_features (N_txt, D): L2-normalised here.
+    text_to_image: int (N_txt,), the image each text describes; defaults to pairs
+        (text i describes image i, N_txt == N_img). With several captions per image
+        (COCO: 5) image->text counts a hit when ANY of the image's captions is in the
+        top K, text->image when the text's one image is, as in the standard protocol.
+    Returns {"image_to_text_R@1": ..., ..., "text_to_image_R@10": ..., "mean_recall": ...}
+    (fractions in [0, 1]; mean_recall averages all of them). Ties between equal scores
+    are broken by index, so a collapsed model (all features equal) does not look perfect.
+    """
+    img = _normalize(backend.asarray(image_features).astype(np.float32))
+    txt = _normalize(backend.asarray(text_features).astype(np.float32))
+    n_img, n_txt = img.shape[0], txt.shape[0]
+    if text_to_image is None:
+        if n_img != n_txt:
+            raise ValueError(f"retrieval_metrics: {n_img} images and {n_txt} texts; pass text_to_image "
+                             "(the image index of each text) when they are not one-to-one pairs")
+        text_to_image = np.arange(n_img)
+    t2i = backend.to_numpy(text_to_image).astype(np.int64)
+    if t2i.shape != (n_txt,) or t2i.min() < 0 or t2i.max() >= n_img:
+        raise ValueError(f"retrieval_metrics: text_to_image must hold {n_txt} image indices in [0, {n_img})")
+    if len(np.unique(t2i)) != n_img:
+        raise ValueError("retrieval_metrics: some images have no caption in text_to_image")
+    xp = backend.get_array_module(img)
+    t2i_x = backend.asarray(t2i)
+    sim = img @ txt.T                                                        # (N_img, N_txt) cosine
+
+    # text -> image: rank of each text's image in its column
+    t2i_rank = backend.to_numpy(_first_hit_rank(sim.T, t2i_x))               # (N_txt,)
+    # image -> text: rank of every caption within its image's row; the image keeps its best one
+    cap_rank = np.empty(n_txt, np.int64)
+    for i in range(0, n_txt, 512):
+        j = xp.arange(i, min(i + 512, n_txt))
+        rows = sim[t2i_x[j]]                                                 # (b, N_txt)
+        cap_rank[i:i + len(j)] = backend.to_numpy(_first_hit_rank(rows, j))
+    i2t_rank = np.full(n_img, n_txt, np.int64)
+    np.minimum.at(i2t_rank, t2i, cap_rank)                                   # (N_img,)
+
+    out = {}
+    for name, rank in (("image_to_text", i2t_rank), ("text_to_image", t2i_rank)):
+        for k in ks:
+            out[f"{name}_R@{k}"] = float((rank < k).mean())
+    out["mean_recall"] = float(np.mean(list(out.values())))
+    return out
+
+
+# ----------------------------------------------------------------------------- linear probe
+def _fit_logreg(x, y, n_classes, weight_decay, epochs, lr, seed):
+    """Multinomial logistic regression by full-batch Adam on minclip's autograd.
+
+    x: backend float32 (N, D) standardised features, y: backend int64 (N,).
+    Minimises mean cross-entropy + weight_decay / 2 * ||W||^2 (the bias is not penalised).
+    Returns (W (C, D), b (C,)) as backend arrays.
+    """
+    from . import functional as F
+    from .nn import Parameter
+    from .optim import Adam
+
+    rng = np.random.default_rng(seed)
+    # The problem is convex, so the start hardly matters; a seeded draw keeps runs bit-identical.
+    W = Parameter(backend.asarray(rng.normal(0, 0.01, (n_classes, x.shape[1])), dtype=x.dtype))
+    b = Parameter(backend.xp.zeros(n_classes, dtype=x.dtype))
+    opt = Adam([W, b], lr=lr)
+    xt = Tensor(x)
+    old, Config.enable_backprop = Config.enable_backprop, True  # train even if called inside no_grad()
+    try:
+        for _ in range(epochs):
+            loss = F.cross_entropy(F.linear(xt, W, b), y) + (0.5 * weight_decay) * (W * W).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        Config.enable_backprop = old
+    return W.data, b.data
+
+
+def _probe_scores(W, b, x, y):
+    """(accuracy, mean cross-entropy) of the linear classifier on (x, y)."""
+    xp = backend.get_array_module(x)
+    logits = x @ W.T + b                                               # (N, C)
+    logits = logits - logits.max(axis=1, keepdims=True)
+    logp = logits - xp.log(xp.exp(logits).sum(axis=1, keepdims=True))
+    acc = float((logits.argmax(axis=1) == y).mean())
+    return acc, float(-logp[xp.arange(len(y)), y].mean())
+
+
+def linear_probe(train_x, train_y, val_x, val_y, test_x=None, test_y=None,
+                 weight_decays=(1e-4, 1e-3, 1e-2, 1e-1, 1.0), epochs=300, lr=0.1, seed=0):
+    """Linear-probe evaluation on frozen features (Section 3.2, Appendix A.3).
+
+    The paper fits scikit-learn's L-BFGS logistic regression and sweeps the L2 strength on a
+    validation split. Here the same model is trained with minclip's own autograd: full-batch
+    Adam on mean cross-entropy + weight_decay / 2 * ||W||^2. Features are standardised with the
+    training statistics. The weight decay with the best validation accuracy wins (ties: lower
+    validation loss); the probe is then refit on train + val and scored on test.
+
+    train_x (N, D), train_y int (N,), likewise val and (optional) test; NumPy or CuPy.
+    Returns dict(best_weight_decay=, val_acc=, test_acc= (None without test data),
+    history=[(weight_decay, val_acc), ...]).
+    """
+    xp = backend.xp
+
+    def prep(x, y):
+        x = backend.asarray(backend.to_numpy(x), dtype=np.float32)
+        return x, backend.asarray(backend.to_numpy(y), dtype=np.int64)
+
+    train_x, train_y = prep(train_x, train_y)
+    val_x, val_y = prep(val_x, val_y)
+    if train_x.ndim != 2 or val_x.ndim != 2 or val_x.shape[1] != train_x.shape[1]:
+        raise ValueError(f"linear_probe: features must be (N, D) with the same D; got train {train_x.shape}, "
+                         f"val {val_x.shape}")
+    labels = [train_y, val_y] + ([backend.asarray(backend.to_numpy(test_y))] if test_y is not None else [])
+    n_classes = max(int(y.max()) for y in labels if y.size) + 1
+
+    def standardise(fit, *xs):
+        mean, std = fit.mean(axis=0), fit.std(axis=0) + 1e-6  # eps: constant features stay finite
+        return [(x - mean) / std for x in xs]
+
+    tr, va = standardise(train_x, train_x, val_x)
+    history, best = [], None
+    for wd in weight_decays:
+        W, b = _fit_logreg(tr, train_y, n_classes, wd, epochs, lr, seed)
+        acc, loss = _probe_scores(W, b, va, val_y)
+        history.append((float(wd), acc))
+        if best is None or (acc, -loss) > (best[1], -best[2]):
+            best = (float(wd), acc, loss)
+    result = dict(best_weight_decay=best[0], val_acc=best[1], test_acc=None, history=history)
+    if test_x is not None and test_y is not None:
+        test_x, test_y = prep(test_x, test_y)
+        all_x, all_y = xp.concatenate([train_x, val_x]), xp.concatenate([train_y, val_y])
+        all_x, te = standardise(all_x, all_x, test_x)
+        W, b = _fit_logreg(all_x, all_y, n_classes, best[0], epochs, lr, seed)
+        result["test_acc"] = _probe_scores(W, b, te, test_y)[0]
+    return result
+
+
+# ----------------------------------------------------------------------------- printing
+def _cell(v, floatfmt):
+    if isinstance(v, (float, np.floating)):
+        return format(float(v), floatfmt)
+    return "" if v is None else str(v)
+
+
+def format_table(rows, floatfmt=".4f"):
+    """A plain aligned text table.
+
+    rows: one dict (printed as two columns, key and value) or a list of dicts (one row
+    each; the columns are the union of the keys in first-seen order). Numbers are
+    right-aligned, floats formatted with `floatfmt`; arrays and missing cells print blank.
+    """
+    if isinstance(rows, dict):
+        rows = [{"metric": k, "value": v} for k, v in rows.items()]
+    rows = list(rows)
+    if not rows:
+        return ""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    body = [[_cell(r.get(c), floatfmt) if np.ndim(r.get(c)) == 0 else "" for c in cols] for r in rows]
+    numeric = [all(isinstance(r.get(c), (int, float, np.number)) or r.get(c) is None for r in rows) for c in cols]
+    widths = [max(len(str(c)), *(len(b[i]) for b in body)) for i, c in enumerate(cols)]
+
+    def line(cells):
+        return "  ".join(s.rjust(w) if num else s.ljust(w) for s, w, num in zip(cells, widths, numeric)).rstrip()
+    out = [line([str(c) for c in cols]), "  ".join("-" * w for w in widths)]
+    return "\n".join(out + [line(b) for b in body])
