@@ -197,8 +197,9 @@ class SimpleTokenizer:
         """
         if token in (SOT, EOT):  # special tokens are whole vocabulary entries, never split
             return token
-        if token in self.cache:
-            return self.cache[token]
+        cached = self.cache.get(token)  # one lookup: loader threads may clear the cache between two
+        if cached is not None:
+            return cached
         word = tuple(token[:-1]) + (token[-1] + "</w>",)  # the last symbol carries the end-of-word mark
         pairs = get_pairs(word)
         while pairs:

@@ -1,0 +1,201 @@
+"""Datasets read from disk: captioned images from a CSV, labelled image folders, and CIFAR-10.
+
+All of them index like a list: dataset[i] -> (float32 (3, S, S) CLIP-normalised image, target),
+where target is a caption str (CsvImageText) or a class index int (ImageFolder, CIFAR10). Each
+also has `getitem(i, rng)`, which the DataLoader uses to hand an rng to augmenting transforms.
+"""
+import csv
+import os
+import pickle
+
+import numpy as np
+from PIL import Image
+
+from .transforms import apply_transform, clip_preprocess
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's list
+
+
+class UnreadableImage(ValueError):
+    """An image file that is missing or cannot be decoded. The DataLoader drops such items from
+    their batch and counts them in `loader.skipped` (raised by datasets built with on_error="skip")."""
+
+    def __init__(self, path, reason=""):
+        super().__init__(f"cannot read image {path}" + (f": {reason}" if reason else ""))
+        self.path = path
+
+
+def _load_image(path, on_error, convert=None):
+    """Open and fully decode an image file -> PIL.Image (mode converted if `convert`)."""
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now, so a truncated file fails here and not inside the transform
+            return im.convert(convert) if convert else im.copy()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL's decoders raise all of these
+        if on_error == "skip":
+            raise UnreadableImage(path, f"{type(e).__name__}: {e}") from e
+        raise ValueError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
+
+
+def _check_on_error(on_error):
+    if on_error not in ("skip", "raise"):
+        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+
+
+class CsvImageText:
+    """Image-caption pairs listed in a CSV file, open_clip's `--train-data` convention.
+
+    path: the CSV (first line: column names). Columns `img_key` (image file path) and
+    `caption_key` (the caption); sep="\\t" as open_clip's default. Relative image paths are
+    resolved against the CSV file's directory (open_clip resolves them against the working
+    directory; ours lets a folder of images and its CSV move together).
+    transform: PIL.Image -> array, default clip_preprocess(image_size). The image is passed in its
+    original mode, as open_clip and OpenAI's preprocess do.
+    on_error: for a missing or corrupt image file, "skip" raises UnreadableImage (the DataLoader
+    drops and counts the item), "raise" raises ValueError naming the file.
+
+    dataset[i] -> (float32 (3, image_size, image_size), caption str).
+    """
+
+    def __init__(self, path, img_key="filepath", caption_key="title", sep="\t", transform=None, image_size=224,
+                 on_error="skip"):
+        _check_on_error(on_error)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"CsvImageText: CSV file not found: {path}")
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: skip a BOM if present
+            rows = list(csv.reader(f, delimiter=sep))
+        if not rows:
+            raise ValueError(f"CsvImageText: {path} is empty; expected a header line with columns "
+                             f"{img_key!r} and {caption_key!r}")
+        header = rows[0]
+        for key, flag in ((img_key, "--csv-img-key"), (caption_key, "--csv-caption-key")):
+            if key not in header:
+                raise ValueError(f"CsvImageText: column {key!r} not found in {path}; columns found: {header} "
+                                 f"(separator {sep!r}; choose the column with {flag})")
+        ii, ci = header.index(img_key), header.index(caption_key)
+        root = os.path.dirname(os.path.abspath(path))
+        rows = [r for r in rows[1:] if any(cell.strip() for cell in r)]  # ignore blank lines
+        for n, r in enumerate(rows):
+            if len(r) <= max(ii, ci):
+                raise ValueError(f"CsvImageText: line {n + 2} of {path} has {len(r)} fields, expected {len(header)}")
+        self.images = [os.path.join(root, r[ii]) for r in rows]  # join keeps absolute paths as they are
+        self.captions = [r[ci] for r in rows]
+        self.path, self.on_error = path, on_error
+        self.transform = clip_preprocess(image_size) if transform is None else transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def getitem(self, i, rng=None):
+        img = _load_image(self.images[i], self.on_error)
+        return apply_transform(self.transform, img, rng), self.captions[i]
+
+    def __getitem__(self, i):
+        return self.getitem(i)
+
+
+class ImageFolder:
+    """Labelled images stored as root/<class name>/<image file>, like torchvision's ImageFolder.
+
+    classes: sorted list of the sub-folder names; class index = position in it.
+    samples: list of (path, class index), files found recursively and sorted, extensions in
+    IMG_EXTENSIONS. Images are converted to RGB before the transform, as torchvision's loader
+    does (this is how CLIP's zero-shot benchmarks were read).
+
+    dataset[i] -> (float32 (3, image_size, image_size), class index int).
+    """
+
+    def __init__(self, root, transform=None, image_size=224, on_error="raise"):
+        _check_on_error(on_error)
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"ImageFolder: folder not found: {root}")
+        self.classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
+        if not self.classes:
+            raise ValueError(f"ImageFolder: no class sub-folders in {root}; expected {root}/<class name>/<image>")
+        self.samples = []
+        for idx, name in enumerate(self.classes):
+            for dirpath, _, files in sorted(os.walk(os.path.join(root, name), followlinks=True)):
+                self.samples += [(os.path.join(dirpath, f), idx) for f in sorted(files)
+                                 if f.lower().endswith(IMG_EXTENSIONS)]
+        if not self.samples:
+            raise ValueError(f"ImageFolder: no image files ({', '.join(IMG_EXTENSIONS)}) under {root}")
+        self.targets = [idx for _, idx in self.samples]
+        self.on_error = on_error
+        self.transform = clip_preprocess(image_size) if transform is None else transform
+
+    def __len__(self):
+        return len(self.samples)
+
+    def getitem(self, i, rng=None):
+        path, label = self.samples[i]
+        return apply_transform(self.transform, _load_image(path, self.on_error, convert="RGB"), rng), label
+
+    def __getitem__(self, i):
+        return self.getitem(i)
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and NumPy arrays only: a pickle can otherwise run any code."""
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+                ("numpy._core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"),
+                ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"CIFAR10: refusing to load {module}.{name} from a batch file")
+        if module.startswith("numpy.core.") and hasattr(np, "_core"):  # NumPy 2 renamed it (old files say numpy.core)
+            module = "numpy._core." + module[len("numpy.core."):]
+        return super().find_class(module, name)
+
+
+def _read_batch(path):
+    with open(path, "rb") as f:
+        return _SafeUnpickler(f, encoding="bytes").load()  # the official files are Python 2 pickles
+
+
+class CIFAR10:
+    """The CIFAR-10 python batches (https://www.cs.toronto.edu/~kriz/cifar.html).
+
+    path: the extracted folder `cifar-10-batches-py` (or its parent), holding data_batch_1..5,
+    test_batch and batches.meta. Each batch is a pickled dict {b"data": uint8 (N, 3072) with the
+    1024 red, then green, then blue values of each 32x32 image, b"labels": N ints}; batches.meta
+    has b"label_names". train=True reads the 5 data batches (50,000 images), else test_batch (10,000).
+
+    dataset[i] -> (float32 (3, image_size, image_size), class index int); `classes` names them.
+    """
+    TRAIN_FILES = [f"data_batch_{k}" for k in range(1, 6)]
+    TEST_FILES = ["test_batch"]
+
+    def __init__(self, path, train=False, transform=None, image_size=32):
+        if os.path.isdir(os.path.join(path, "cifar-10-batches-py")):
+            path = os.path.join(path, "cifar-10-batches-py")
+        files = (self.TRAIN_FILES if train else self.TEST_FILES) + ["batches.meta"]
+        missing = [f for f in files if not os.path.isfile(os.path.join(path, f))]
+        if missing:
+            raise FileNotFoundError(f"CIFAR10: missing {missing} in {path}; expected the extracted "
+                                    "cifar-10-python.tar.gz (folder cifar-10-batches-py)")
+        data, labels = [], []
+        for f in files[:-1]:
+            batch = _read_batch(os.path.join(path, f))
+            data.append(np.asarray(batch[b"data"], dtype=np.uint8))
+            labels += list(batch[b"labels"])
+        data = np.concatenate(data)
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
+            raise ValueError(f"CIFAR10: unexpected batch contents in {path}: data {data.shape}, {len(labels)} labels")
+        self.data = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # (N, 32, 32, 3) HWC
+        self.targets = np.asarray(labels, dtype=np.int64)
+        self.classes = [n.decode("utf-8") for n in _read_batch(os.path.join(path, "batches.meta"))[b"label_names"]]
+        self.transform = clip_preprocess(image_size) if transform is None else transform
+
+    def __len__(self):
+        return len(self.data)
+
+    def getitem(self, i, rng=None):
+        return apply_transform(self.transform, Image.fromarray(self.data[i]), rng), int(self.targets[i])
+
+    def __getitem__(self, i):
+        return self.getitem(i)
+
+
+__all__ = ["CIFAR10", "CsvImageText", "IMG_EXTENSIONS", "ImageFolder", "UnreadableImage"]

@@ -1,0 +1,278 @@
+"""Shapes: a procedural captioned-image dataset, small enough to train a CLIP on a laptop CPU.
+
+Every item is a coloured shape on a dark background with a caption that describes it:
+
+    "a small red triangle in the top left"    "red triangle, small"    "a blue circle"
+    "a photo of a large blue circle on the right side"    "small purple hexagon, bottom right"
+
+8 shapes x 8 colours x 2 sizes x 5 positions x 4 dark backgrounds (so every colour stands out),
+with jitter in colour, size, position and rotation. Nothing is stored: item i of a split is drawn
+from `np.random.default_rng([seed, split_id, i])` alone, so the same seed gives the same bytes
+in every process and in any indexing order, and the whole dataset costs no disk.
+
+Splits and the compositional test
+---------------------------------
+"train" (20,000 items by default) and "val" (1,000) draw from the same 56 (colour, shape)
+pairs, from different random streams. The other 8 pairs, HELDOUT_PAIRS, never appear in them:
+they form the "heldout" split (1,000 items). The held-out pairs are a diagonal of the
+colour x shape Latin square, shape index (3 * c + 1) % 8 for colour c, so each colour and each
+shape is held out exactly once and still appears in 7 training pairs. Zero-shot classification
+of the held-out split over all 64 pair names ("red square", ...) asks the model to combine two
+words it learnt separately into a description it has never seen -- CLIP's zero-shot transfer
+(Radford et al. 2021, Section 3.1) in miniature. (Over only the 8 held-out names it would be too
+easy: each shape occurs in exactly one of them, so recognising the shape would be enough.)
+
+No class name starts with a vowel, so prompts like "a {}." are always grammatical.
+"""
+from collections import namedtuple
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .transforms import apply_transform, to_tensor_normalized
+
+SHAPES = ["circle", "square", "triangle", "star", "cross", "diamond", "hexagon", "heart"]
+# Far apart in RGB (closest pair, blue-purple, is ~115 apart) and all bright enough for dark backgrounds.
+COLOUR_RGB = {"red": (230, 35, 35), "green": (40, 200, 50), "blue": (50, 100, 255), "yellow": (240, 230, 40),
+              "purple": (150, 50, 220), "pink": (255, 120, 190), "white": (245, 245, 245), "cyan": (40, 225, 225)}
+COLOURS = list(COLOUR_RGB)
+SIZES = ["small", "large"]
+POSITIONS = ["top left", "top right", "bottom left", "bottom right", "center"]
+BACKGROUNDS = ["black", "dark gray", "dark noise", "dark gradient"]
+HELDOUT_PAIRS = [(COLOURS[c], SHAPES[(3 * c + 1) % len(SHAPES)]) for c in range(len(COLOURS))]
+
+# Zero-shot prompt templates per attribute (Section 3.1.4: average the text embeddings over templates).
+# Only words the captions use: a word never seen in training has an untrained embedding, and no
+# prompt engineering can help it. A colour is never seen without a shape, so colour prompts
+# ensemble over the shapes ("a red circle", "a red square", ...) and shape prompts over colours.
+TEMPLATES = {
+    "shape": ["a {}", "an image of a {}"] + [f"a {c} {{}}" for c in COLOURS],
+    "colour": [f"a {{}} {s}" for s in SHAPES],
+    "pair": ["a {}", "an image of a {}", "there is a {}"],
+    "size": [f"a {{}} {s}" for s in SHAPES],
+    "position": [f"a {c} {s} in the {{}}" for c, s in zip(COLOURS, SHAPES)],
+}
+
+# Training captions. Colour and shape are always named; size and position only sometimes.
+CAPTION_TEMPLATES = [
+    "a {size} {colour} {shape} in the {pos}",
+    "{colour} {shape}, {size}",
+    "a photo of a {size} {colour} {shape} {side}",
+    "a {colour} {shape}",
+    "there is a {colour} {shape} in the {pos}",
+    "{size} {colour} {shape}, {pos}",
+    "a {colour} {shape} {side}",
+    "an image of a {size} {colour} {shape}",
+    "{pos}: a {colour} {shape}",
+    "the {shape} in the {pos} is {colour}",
+    "a {size} {shape} that is {colour}",
+]
+_SIDE = {"top left": "on the left side", "top right": "on the right side", "bottom left": "on the left side",
+         "bottom right": "on the right side", "center": "in the middle"}
+
+# Geometry as fractions of the image side. The largest shape (radius 0.22, reaching 1.15 radii
+# when rotated) still fits inside the image from the closest corner centre (0.28 - 0.02).
+_CENTRES = {"top left": (0.28, 0.28), "top right": (0.72, 0.28), "bottom left": (0.28, 0.72),
+            "bottom right": (0.72, 0.72), "center": (0.5, 0.5)}
+_RADIUS = {"small": (0.11, 0.14), "large": (0.19, 0.22)}
+# Jitter: centre +-2% of the side, rotation +-10 degrees (a square never looks like a diamond), +-12 per RGB channel.
+_CENTRE_JITTER, _MAX_ANGLE, _COLOUR_JITTER = 0.02, np.deg2rad(10), 12
+_SUPERSAMPLE = 4  # draw at 4x, then average 4x4 blocks: antialiased edges, deterministic
+_SPLITS = {"train": (0, 20000), "val": (1, 1000), "heldout": (2, 1000)}  # split -> (stream id, default length)
+
+
+def _unit_polygons():
+    """Shape name -> float64 (K, 2) outline (x right, y down), bbox-centred, about unit radius."""
+    def regular(n, phase, radii=(1.0,)):
+        a = phase + 2 * np.pi * np.arange(n * len(radii)) / (n * len(radii))
+        r = np.resize(np.asarray(radii), len(a))
+        return np.stack([r * np.cos(a), r * np.sin(a)], 1)
+    w = 0.34  # half-width of the cross's arms
+    t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+    raw = {
+        "square": np.array([(-1, -1), (1, -1), (1, 1), (-1, 1)], float),
+        "triangle": regular(3, -np.pi / 2),
+        "star": regular(5, -np.pi / 2, radii=(1.0, 0.42)),
+        "cross": np.array([(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w),
+                           (-1, w), (-1, -w), (-w, -w)], float),
+        "diamond": np.array([(0, -1), (0.72, 0), (0, 1), (-0.72, 0)], float),
+        "hexagon": regular(6, 0.0),
+        # the classic heart curve; y flipped because image rows grow downwards
+        "heart": np.stack([16 * np.sin(t) ** 3, -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t)
+                                                   - np.cos(4 * t))], 1),
+    }
+    # half-extent of each shape in radii: tuned by eye so the areas look alike
+    extent = {"square": 0.88, "triangle": 1.0, "star": 1.1, "cross": 1.0, "diamond": 1.12, "hexagon": 1.0,
+              "heart": 1.05}
+    out = {}
+    for name, p in raw.items():
+        p = p - (p.min(0) + p.max(0)) / 2
+        out[name] = p * (extent[name] / np.abs(p).max())
+    return out
+
+
+_POLYGONS = _unit_polygons()
+_Params = namedtuple("_Params", "colour shape size position background template rgb cx cy radius angle bg_u")
+
+
+class Shapes:
+    """Procedural (image, caption) pairs; see the module docstring.
+
+    split: "train" | "val" | "heldout"; length: items in the split (default 20000 / 1000 / 1000);
+    image_size: side in pixels (64 by default; 32 and 224 work too); seed: a non-negative int;
+    transform: None (image -> CLIP-normalised array as is) or a callable applied to the PIL image,
+    called transform(img, rng) if it takes an rng (see transforms.wants_rng).
+
+    dataset[i] -> (float32 (3, image_size, image_size) CLIP-normalised, caption str).
+    """
+
+    def __init__(self, split="train", length=None, image_size=64, seed=0, transform=None):
+        if split not in _SPLITS:
+            raise ValueError(f"Shapes: unknown split {split!r}; choose one of {list(_SPLITS)}")
+        if int(seed) != seed or seed < 0:
+            raise ValueError(f"Shapes: seed must be a non-negative int, got {seed!r}")
+        if int(image_size) != image_size or image_size < 8:
+            raise ValueError(f"Shapes: image_size must be an int >= 8, got {image_size!r}")
+        self.split, self.seed, self.image_size, self.transform = split, int(seed), int(image_size), transform
+        self.split_id, default_length = _SPLITS[split]
+        self.length = default_length if length is None else int(length)
+        if self.length < 0:
+            raise ValueError(f"Shapes: length must be >= 0, got {length}")
+        held = {(COLOURS.index(c), SHAPES.index(s)) for c, s in HELDOUT_PAIRS}
+        every = [(c, s) for c in range(len(COLOURS)) for s in range(len(SHAPES))]
+        self.pairs = sorted(held) if split == "heldout" else [p for p in every if p not in held]  # (colour, shape) ids
+        self._table = None  # per-item attribute ids, built on the first labels() call
+
+    def __len__(self):
+        return self.length
+
+    def __repr__(self):
+        return f"Shapes(split={self.split!r}, length={self.length}, image_size={self.image_size}, seed={self.seed})"
+
+    def _check_index(self, i):
+        i = int(i)
+        if i < 0:
+            i += self.length
+        if not 0 <= i < self.length:
+            raise IndexError(f"Shapes: index out of range for a split of {self.length} items")
+        return i
+
+    def _params(self, i):
+        """(_Params of item i, the Generator positioned after them). Cheap: no pixels."""
+        rng = np.random.default_rng([self.seed, self.split_id, i])
+        u = rng.random(13)  # one draw for every scalar, so the parameters cost ~20 us
+        colour, shape = self.pairs[int(u[0] * len(self.pairs))]
+        size, position = int(u[1] * len(SIZES)), int(u[2] * len(POSITIONS))
+        rgb = tuple(min(255, max(0, v + int(w * (2 * _COLOUR_JITTER + 1)) - _COLOUR_JITTER))  # +-12 per channel
+                    for v, w in zip(COLOUR_RGB[COLOURS[colour]], u[9:12].tolist()))
+        lo, hi = _RADIUS[SIZES[size]]
+        cx, cy = _CENTRES[POSITIONS[position]]
+        p = _Params(colour=colour, shape=shape, size=size, position=position,
+                    background=int(u[3] * len(BACKGROUNDS)), template=int(u[4] * len(CAPTION_TEMPLATES)), rgb=rgb,
+                    cx=cx + (2 * u[6] - 1) * _CENTRE_JITTER, cy=cy + (2 * u[7] - 1) * _CENTRE_JITTER,
+                    radius=lo + u[5] * (hi - lo), angle=(2 * u[8] - 1) * _MAX_ANGLE, bg_u=u[12])
+        return p, rng
+
+    def info(self, i):
+        """Attributes of item i: dict(shape, colour, size, position, background: str, caption: str,
+        rgb: (r, g, b) ints, center: (x, y) and radius in pixels)."""
+        p, _ = self._params(self._check_index(i))
+        s = self.image_size
+        return dict(shape=SHAPES[p.shape], colour=COLOURS[p.colour], size=SIZES[p.size],
+                    position=POSITIONS[p.position], background=BACKGROUNDS[p.background], caption=self._caption(p),
+                    rgb=p.rgb, center=(p.cx * s, p.cy * s), radius=p.radius * s)
+
+    @staticmethod
+    def _caption(p):
+        pos = POSITIONS[p.position]
+        return CAPTION_TEMPLATES[p.template].format(size=SIZES[p.size], colour=COLOURS[p.colour],
+                                                    shape=SHAPES[p.shape], pos=pos, side=_SIDE[pos])
+
+    def caption(self, i):
+        """The caption of item i (str), without rendering."""
+        return self._caption(self._params(self._check_index(i))[0])
+
+    def _background(self, p, rng):
+        """Dark RGB PIL image (S, S); every channel stays <= 75 so all colours stand out."""
+        s = self.image_size
+        kind = BACKGROUNDS[p.background]
+        if kind == "black":
+            return Image.new("RGB", (s, s), (int(p.bg_u * 15),) * 3)
+        if kind == "dark gray":
+            return Image.new("RGB", (s, s), (35 + int(p.bg_u * 25),) * 3)
+        if kind == "dark noise":  # coarse blotches (upsampled) plus fine grain
+            k = max(2, s // 8)
+            blotch = Image.fromarray(rng.integers(0, 40, (k, k, 3), dtype=np.uint8)).resize((s, s), Image.BILINEAR)
+            grain = rng.integers(0, 12, (s, s, 3), dtype=np.uint8)
+            return Image.fromarray(np.asarray(blotch) + grain + rng.integers(0, 24, 3, dtype=np.uint8))
+        # dark gradient between two random dark colours along a random direction
+        c0, c1 = rng.integers(0, 70, (2, 3))
+        a = p.bg_u * 2 * np.pi
+        x = np.arange(s) / max(s - 1, 1)
+        t = np.cos(a) * x[None, :] + np.sin(a) * x[:, None]  # (S, S)
+        t = (t - t.min()) / max(t.max() - t.min(), 1e-9)
+        return Image.fromarray((c0 + t[:, :, None] * (c1 - c0)).astype(np.uint8))
+
+    def render(self, i):
+        """Item i as a PIL RGB image of size (image_size, image_size), uint8."""
+        return self._render(*self._params(self._check_index(i)))
+
+    def _render(self, p, rng):
+        s, k = self.image_size, _SUPERSAMPLE
+        img = self._background(p, rng)
+        mask = Image.new("L", (s * k, s * k), 0)
+        draw = ImageDraw.Draw(mask)
+        r, cx, cy = p.radius * s * k, p.cx * s * k, p.cy * s * k
+        if SHAPES[p.shape] == "circle":
+            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
+        else:
+            c, sn = np.cos(p.angle), np.sin(p.angle)
+            pts = _POLYGONS[SHAPES[p.shape]] @ np.array([[c, sn], [-sn, c]]) * r + (cx, cy)  # rotate, scale, move
+            draw.polygon(pts.ravel().tolist(), fill=255)
+        img.paste(p.rgb, (0, 0, s, s), mask.reduce(k))  # box-filter the 4x mask down: antialiased alpha
+        return img
+
+    def getitem(self, i, rng=None):
+        """(float32 (3, S, S) image, caption). rng feeds a transform that takes one (the DataLoader
+        passes one derived from its seed, epoch and i); without it one is derived from the item."""
+        i = self._check_index(i)
+        p, item_rng = self._params(i)
+        img = self._render(p, item_rng)
+        if self.transform is None:
+            x = to_tensor_normalized(img)
+        else:
+            rng = np.random.default_rng([self.seed, self.split_id, i, 1]) if rng is None else rng
+            x = apply_transform(self.transform, img, rng)
+        return x, self._caption(p)
+
+    def __getitem__(self, i):
+        return self.getitem(i)
+
+    def labels(self, key):
+        """int64 (len,) class index of every item for key "shape" | "colour" | "pair" | "size" |
+        "position" | "background", indexing Shapes.classnames(key). "pair" is colour * 8 + shape.
+        Computed from the parameters only (no rendering): ~0.5 s for 20,000 items, then cached."""
+        if self._table is None:
+            rows = [self._params(i)[0] for i in range(self.length)]
+            self._table = {f: np.array([getattr(p, f) for p in rows], dtype=np.int64).reshape(-1)
+                           for f in ("shape", "colour", "size", "position", "background")}
+        if key == "pair":
+            return self._table["colour"] * len(SHAPES) + self._table["shape"]
+        if key not in self._table:
+            raise ValueError(f"Shapes.labels: unknown key {key!r}; choose shape, colour, pair, size, position "
+                             "or background")
+        return self._table[key].copy()
+
+    @staticmethod
+    def classnames(key):
+        """Class names (list of str) for key: "shape" (8), "colour" (8), "pair" (64, like
+        "red circle", colour-major), "size", "position" or "background"."""
+        names = {"shape": SHAPES, "colour": COLOURS, "size": SIZES, "position": POSITIONS,
+                 "background": BACKGROUNDS, "pair": [f"{c} {s}" for c in COLOURS for s in SHAPES]}
+        if key not in names:
+            raise ValueError(f"Shapes.classnames: unknown key {key!r}; choose one of {list(names)}")
+        return list(names[key])
+
+
+__all__ = ["BACKGROUNDS", "CAPTION_TEMPLATES", "COLOURS", "COLOUR_RGB", "HELDOUT_PAIRS", "POSITIONS", "SHAPES",
+           "SIZES", "Shapes", "TEMPLATES"]

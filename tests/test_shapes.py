@@ -1,0 +1,198 @@
+"""minclip.data.shapes: determinism, the held-out split, and that the pictures show what the captions say."""
+import hashlib
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from minclip.data.shapes import (
+    BACKGROUNDS,
+    COLOUR_RGB,
+    COLOURS,
+    HELDOUT_PAIRS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    TEMPLATES,
+    Shapes,
+)
+from minclip.data.transforms import to_tensor_normalized, train_transform
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def digest(ds, n=20):
+    h = hashlib.sha256()
+    for i in range(n):
+        x, caption = ds[i]
+        h.update(x.tobytes())
+        h.update(caption.encode())
+    return h.hexdigest()
+
+
+def test_same_seed_same_bytes_any_order():
+    a, b = Shapes("train", seed=3), Shapes("train", seed=3)
+    assert digest(a) == digest(b)
+    fresh = Shapes("train", seed=3)[7]
+    for i in (9, 0, 7):  # reading other items first changes nothing
+        a[i]
+    x, c = a[7]
+    np.testing.assert_array_equal(x, fresh[0])
+    assert c == fresh[1]
+
+
+def test_same_bytes_in_another_process():
+    code = ("import hashlib; from minclip.data.shapes import Shapes; ds = Shapes('val', seed=1); "
+            "print(hashlib.sha256(b''.join(ds.render(i).tobytes() for i in range(10))).hexdigest())")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    ds = Shapes("val", seed=1)
+    assert out.strip() == hashlib.sha256(b"".join(ds.render(i).tobytes() for i in range(10))).hexdigest()
+
+
+def test_different_seed_or_split_differs():
+    assert digest(Shapes("train", seed=0)) != digest(Shapes("train", seed=1))
+    assert digest(Shapes("train", seed=0)) != digest(Shapes("val", seed=0))
+
+
+def test_heldout_pairs_form_a_latin_diagonal():
+    assert len(HELDOUT_PAIRS) == 8
+    assert sorted(c for c, _ in HELDOUT_PAIRS) == sorted(COLOURS)
+    assert sorted(s for _, s in HELDOUT_PAIRS) == sorted(SHAPES)
+
+
+def test_heldout_pairs_never_in_train_and_only_in_heldout():
+    held = {COLOURS.index(c) * len(SHAPES) + SHAPES.index(s) for c, s in HELDOUT_PAIRS}
+    train = Shapes("train")  # the full default epoch of 20,000, from parameters only
+    pairs = train.labels("pair")
+    assert len(pairs) == 20000 and pairs.dtype == np.int64
+    assert not held & set(pairs.tolist())
+    assert len(set(pairs.tolist())) == 56  # every other pair does occur
+    assert set(train.labels("colour").tolist()) == set(range(8))
+    assert set(train.labels("shape").tolist()) == set(range(8))
+    assert not held & set(Shapes("val").labels("pair").tolist())
+    assert set(Shapes("heldout").labels("pair").tolist()) == held
+    for key in ("size", "position", "background"):
+        assert set(train.labels(key).tolist()) == set(range(len(Shapes.classnames(key))))
+
+
+def test_labels_classnames_and_info_agree():
+    ds = Shapes("val", length=40)
+    names = Shapes.classnames("pair")
+    assert len(names) == 64 and names[0] == "red circle"
+    for key in ("shape", "colour", "pair"):
+        assert len(ds.labels(key)) == 40
+    for i in range(40):
+        info = ds.info(i)
+        assert names[ds.labels("pair")[i]] == f"{info['colour']} {info['shape']}"
+        assert Shapes.classnames("shape")[ds.labels("shape")[i]] == info["shape"]
+        assert info["size"] in SIZES and info["position"] in POSITIONS and info["background"] in BACKGROUNDS
+    with pytest.raises(ValueError, match="unknown key"):
+        ds.labels("texture")
+    assert set(TEMPLATES) >= {"shape", "colour", "pair"} and all("{}" in t for ts in TEMPLATES.values() for t in ts)
+
+
+def test_captions_describe_the_image():
+    ds = Shapes("train", length=300)
+    captions = set()
+    for i in range(300):
+        info = ds.info(i)
+        cap = ds.caption(i)
+        words = cap.replace(",", " ").replace(":", " ").split()
+        assert info["colour"] in words and info["shape"] in words, cap
+        for side in ("left", "right"):
+            if side in words:
+                assert side in info["position"], (cap, info["position"])
+        for size in SIZES:
+            if size in words:
+                assert size == info["size"], cap
+        assert cap == info["caption"] == ds[i][1]
+        captions.add(cap.split(info["colour"])[0])
+    assert len(captions) >= 5  # several templates in use
+
+
+@pytest.mark.parametrize("size", [32, 64, 224])
+def test_pixels_show_the_shape(size):
+    ds = Shapes("train", length=60 if size < 224 else 12, image_size=size)
+    far_corner = {"top left": (-1, -1), "top right": (-1, 0), "bottom left": (0, -1), "bottom right": (0, 0)}
+    for i in range(len(ds)):
+        info, img = ds.info(i), np.asarray(ds.render(i))
+        assert img.shape == (size, size, 3) and img.dtype == np.uint8
+        cx, cy = info["center"]
+        centre = img[int(cy), int(cx)].astype(int)
+        # the middle of every shape is filled with its colour (+-12 jitter per channel)
+        assert np.abs(centre - COLOUR_RGB[info["colour"]]).max() <= 13, (i, info, centre)
+        assert np.abs(centre - info["rgb"]).max() <= 1
+        if info["position"] in far_corner:  # the corner diagonally opposite the shape is background: dark
+            r, c = far_corner[info["position"]]
+            assert img[r, c].max() <= 80, (i, info, img[r, c])
+
+
+def test_large_square_is_filled_at_its_position():
+    ds = Shapes("train", length=2000, image_size=64)
+    i = next(i for i in range(2000) if ds.info(i)["shape"] == "square" and ds.info(i)["size"] == "large")
+    info, img = ds.info(i), np.asarray(ds.render(i)).astype(int)
+    nominal = {"top left": (18, 18), "top right": (46, 18), "bottom left": (18, 46), "bottom right": (46, 46),
+               "center": (32, 32)}[info["position"]]  # 0.28 / 0.72 / 0.5 of 64 px
+    assert np.hypot(*np.subtract(info["center"], nominal)) <= 2  # position jitter is 2% of the side
+    half = int(0.19 * 64 * 0.88 * 0.9)  # smallest large radius x square half-side, minus rotation slack
+    x, y = nominal
+    patch = img[y - half // 2:y + half // 2 + 1, x - half // 2:x + half // 2 + 1].reshape(-1, 3)
+    assert np.abs(patch - COLOUR_RGB[info["colour"]]).max() <= 13  # solid colour, within the jitter
+    assert img[0 if y > 32 else -1, 0 if x > 32 else -1].max() <= 80 or info["position"] == "center"
+
+
+def test_every_shape_stays_inside_the_image():
+    ds = Shapes("train", length=400, image_size=32)
+    for i in range(400):
+        img = np.asarray(ds.render(i)).astype(int)
+        border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+        assert border.max() <= 80, (i, ds.info(i))
+
+
+def test_grid_png(tmp_path):
+    ds = Shapes("heldout", length=16, image_size=64)
+    grid = Image.new("RGB", (4 * 64, 4 * 64))
+    for i in range(16):
+        grid.paste(ds.render(i), ((i % 4) * 64, (i // 4) * 64))
+    path = tmp_path / "shapes_grid.png"
+    grid.save(path)
+    with Image.open(path) as im:
+        assert im.size == (256, 256)
+
+
+def test_item_format_and_transform():
+    ds = Shapes("val", length=5, image_size=32)
+    x, caption = ds[0]
+    assert x.shape == (3, 32, 32) and x.dtype == np.float32 and isinstance(caption, str)
+    np.testing.assert_array_equal(x, to_tensor_normalized(ds.render(0)))
+    np.testing.assert_array_equal(ds[-1][0], ds[4][0])
+    with pytest.raises(IndexError):
+        ds[5]
+    aug = Shapes("val", length=5, image_size=32, transform=train_transform(32, augment=True))
+    a = aug.getitem(0, np.random.default_rng(1))[0]
+    np.testing.assert_array_equal(a, aug.getitem(0, np.random.default_rng(1))[0])
+    np.testing.assert_array_equal(aug[0][0], aug[0][0])  # without an rng: derived from the item, repeatable
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="split"):
+        Shapes("test")
+    with pytest.raises(ValueError, match="seed"):
+        Shapes(seed=-1)
+    with pytest.raises(ValueError, match="classnames"):
+        Shapes.classnames("texture")
+    assert len(Shapes("train")) == 20000 and len(Shapes("val")) == 1000 and len(Shapes("heldout")) == 1000
+
+
+def test_render_is_fast():
+    ds = Shapes("train", image_size=64)
+    ds[0]
+    t = time.perf_counter()
+    for i in range(300):
+        ds[i]
+    assert (time.perf_counter() - t) / 300 < 1e-3  # item incl. normalisation; ~0.3 ms on a laptop core
