@@ -222,6 +222,8 @@ class Function:
         inputs = [as_tensor(x) for x in inputs]
         ys = self.forward(*[x.data for x in inputs])
         ys = ys if isinstance(ys, tuple) else (ys,)
+        # NumPy reductions of 0-d results give scalars (np.float64); keep their dtype, not the default's
+        ys = tuple(y if backend.is_array(y) else np.asarray(y) for y in ys)
         needs_grad = Config.enable_backprop and any(x.requires_grad for x in inputs)
         outputs = [Tensor(y, requires_grad=needs_grad) for y in ys]
         if needs_grad:

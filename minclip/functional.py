@@ -30,12 +30,13 @@ class Linear(Function):
             raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape {W.shape} "
                              f"(in_features {W.shape[1]})")
         self.x, self.W, self.has_b = x, W, b is not None
-        y = x @ W.T
+        # one 2-D GEMM over all leading axes: NumPy's stacked (N, L, in) @ (in, out) is ~1.5x slower
+        y = (x.reshape(-1, x.shape[-1]) @ W.T).reshape(x.shape[:-1] + (W.shape[0],))
         return y + b if b is not None else y
 
     def backward(self, g):
         g2 = g.reshape(-1, g.shape[-1])                     # (N*, out)
-        gx = g @ self.W                                     # (..., in)
+        gx = (g2 @ self.W).reshape(self.x.shape)            # (..., in)
         gW = g2.T @ self.x.reshape(-1, self.x.shape[-1])    # (out, in)
         return (gx, gW, g2.sum(0)) if self.has_b else (gx, gW)
 
