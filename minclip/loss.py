@@ -46,7 +46,7 @@ class _ClampMax(Function):
 
     def forward(self, x):
         xp = backend.get_array_module(x)
-        self.keep = x <= self.hi
+        self.keep = ~(x > self.hi)  # not `x <= hi`: a NaN must pass through (and stop training), not become hi
         return xp.where(self.keep, x, xp.asarray(self.hi, dtype=x.dtype))  # where: stays an array even 0-d
 
     def backward(self, g):

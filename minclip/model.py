@@ -44,6 +44,11 @@ class CLIP(nn.Module):
     """
     def __init__(self, embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
                  context_length, vocab_size, transformer_width, transformer_heads, transformer_layers):
+        self.config = dict(embed_dim=embed_dim, image_resolution=image_resolution, vision_layers=vision_layers,
+                           vision_width=vision_width, vision_patch_size=vision_patch_size,
+                           context_length=context_length, vocab_size=vocab_size,
+                           transformer_width=transformer_width, transformer_heads=transformer_heads,
+                           transformer_layers=transformer_layers)  # the constructor arguments, for checkpoints
         self.context_length = context_length
 
         if isinstance(vision_layers, (tuple, list)):
