@@ -106,7 +106,7 @@ def bench_torch(model, batch_size=64, text_len=16, steps=10, warmup=2):
     import torch
 
     from .torch_reference import clip_from_minclip
-    tmodel = clip_from_minclip(model).train()
+    tmodel = clip_from_minclip(model, context_length=text_len).train()
     opt = torch.optim.AdamW(tmodel.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
     images, tokens = _batch(model, batch_size, text_len)
     images, tokens = torch.from_numpy(images), torch.from_numpy(tokens)
