@@ -123,31 +123,34 @@ class ShapesLabels:
         return self.shapes[i][0], int(self.labels[i])
 
 
-def shapes_zeroshot(model, evals, batch_size=256):
+def shapes_zeroshot(model, evals, batch_size=256, details=None):
     """Zero-shot top-1 on Shapes: shape and colour on the val split, and colour-shape pairs on
-    the held-out split, whose pairs never appear together in training (Section 3.1 style prompts)."""
+    the held-out split, whose pairs never appear together in training (Section 3.1 style prompts).
+    Each split is encoded once. `details`, if a dict, receives the full zero_shot_scores per key."""
     from . import data
-    from .evaluate import zero_shot_classifier, zero_shot_eval
-    out = {}
+    from .evaluate import encode_dataset, zero_shot_classifier, zero_shot_scores
+    out, feats = {}, {}
     for key, split in (("shape", "val"), ("colour", "val"), ("pair", "heldout")):
-        ds = evals[split]
-        loader = data.DataLoader(ShapesLabels(ds, key), batch_size=batch_size)
+        if split not in feats:
+            loader = data.DataLoader(ShapesLabels(evals[split], "shape"), batch_size=batch_size)
+            feats[split] = encode_dataset(model, loader, progress=False)[0]
         classnames = data.Shapes.classnames(key)
         clf = zero_shot_classifier(model, classnames, data.TEMPLATES[key])
-        res = zero_shot_eval(model, loader, clf, progress=False)
+        res = zero_shot_scores(feats[split], evals[split].labels(key), clf)
         name = "pair_heldout" if key == "pair" else key
         out[f"zeroshot/{name}_top1"] = res["top1"]
         out[f"zeroshot/{name}_chance"] = 1 / len(classnames)
+        if details is not None:
+            details[key] = res
     return out
 
 
-def shapes_plots(model, evals, run_dir, n=8):
+def shapes_plots(model, evals, run_dir, shape_confusion, n=8):
     """similarity.png (Figure 1's image-text matrix on n val pairs) and confusion.png (zero-shot shapes)."""
     import numpy as np
 
     from . import data
     from .autograd import no_grad
-    from .evaluate import zero_shot_classifier, zero_shot_eval
     from .plots import plot_confusion, plot_similarity
     from .tokenizer import tokenize, tokenizer_for
     val = evals["val"]
@@ -162,10 +165,7 @@ def shapes_plots(model, evals, run_dir, n=8):
     txt /= np.linalg.norm(txt, axis=1, keepdims=True)
     sim_path = plot_similarity(np.stack([np.asarray(val.render(i)) for i in range(n)]), captions, txt @ img.T,
                                os.path.join(run_dir, "similarity.png"))
-    classes = data.Shapes.classnames("shape")
-    res = zero_shot_eval(model, data.DataLoader(ShapesLabels(val, "shape"), batch_size=256),
-                         zero_shot_classifier(model, classes, data.TEMPLATES["shape"]), progress=False)
-    conf_path = plot_confusion(res["confusion"], classes, os.path.join(run_dir, "confusion.png"))
+    conf_path = plot_confusion(shape_confusion, data.Shapes.classnames("shape"), os.path.join(run_dir, "confusion.png"))
     return [sim_path, conf_path]
 
 
@@ -241,7 +241,7 @@ def train(cfg=None, on_step=None):
             f.write(json.dumps(record) + "\n")
 
     model.train()
-    results = {}
+    results, details = {}, {}
     t_start = time.time()
     try:
         for epoch in range(step // steps_per_epoch, cfg.epochs):
@@ -268,7 +268,7 @@ def train(cfg=None, on_step=None):
             bar.close()
             save()
             if cfg.dataset == "shapes" and not cfg.overfit_batch:
-                results = shapes_zeroshot(model, evals)
+                results = shapes_zeroshot(model, evals, details=details)
                 model.train()
                 log({"step": step, "epoch": epoch + 1, **results})
                 if cfg.progress:
@@ -279,8 +279,8 @@ def train(cfg=None, on_step=None):
         raise KeyboardInterrupt(f"interrupted at step {step}; checkpoint saved to {ckpt_path}; "
                                 f"continue with --resume {ckpt_path}")
     results["plots"] = [plot_curves(metrics_path, os.path.join(run_dir, "curves.png"))]
-    if cfg.dataset == "shapes" and not cfg.overfit_batch:
-        results["plots"] += shapes_plots(model, evals, run_dir)
+    if "shape" in details:  # zero-shot evaluation ran (Shapes, not --overfit-batch)
+        results["plots"] += shapes_plots(model, evals, run_dir, details["shape"]["confusion"])
     results.update(step=step, run_dir=run_dir, checkpoint=ckpt_path, final_loss=loss if step else None,
                    wall_time_s=time.time() - t_start)
     return results
