@@ -1,0 +1,40 @@
+"""The README's Python example runs as written, and its command lines name real subcommands and flags."""
+import re
+from pathlib import Path
+
+from minclip.cli import build_parser
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
+def test_readme_python_example_runs():
+    code = re.search(r"```python\n(import numpy as np\n.*?)```", README, re.S).group(1)
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["loss"].item() > 0
+    assert all(p.grad is not None for p in scope["model"].parameters())
+
+
+def test_readme_first_lines_are_the_two_commands():
+    block = README.split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
+    assert block[0].startswith('pip install -e . && minclip train')
+    assert block[1].startswith('pip install -e ".[dev]" && pytest')
+
+
+def test_readme_cli_flags_exist():
+    """Every `--flag` in the README's command-line block belongs to the subcommand it is written under."""
+    sub = build_parser()._subparsers._group_actions[0].choices
+    block = README.split("## Command line", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    checked, known = 0, None
+    for line in block.splitlines():
+        code = line.split("#", 1)[0]
+        m = re.match(r"minclip (\S+)(?: (zeroshot|retrieval|linear-probe))?", code)
+        if m:  # a new command; indented lines continue the previous one
+            parser = sub[m.group(1)]
+            if m.group(2):
+                parser = parser._subparsers._group_actions[0].choices[m.group(2)]
+            known = parser.format_help()
+        for flag in re.findall(r"(--[a-z][a-z0-9-]*)", code):
+            assert flag in known, f"README names {flag} under a command that has no such flag: {line.strip()}"
+            checked += 1
+    assert checked > 20
