@@ -92,3 +92,15 @@ def load_checkpoint(path):
                               f"this minclip reads version {FORMAT_VERSION}")
     model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
     return model_state, _unflatten(meta["state"], arrays)
+
+
+def load_weights(path):
+    """Model weights from a minclip checkpoint or from a plain `.npz` of a state_dict (such as
+    OpenAI's weights converted with `np.savez(path, **state_dict)`, see the README)."""
+    try:
+        return load_checkpoint(path)[0]
+    except CheckpointError as e:
+        if "no 'meta' entry" not in str(e):
+            raise
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

@@ -25,11 +25,11 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".
 
 # ----------------------------------------------------------------------------- helpers
 def load_model(path):
-    """A CLIP in eval mode from a minclip checkpoint (.npz), its config inferred from the weight shapes."""
-    from .checkpoint import load_checkpoint
+    """A CLIP in eval mode from a minclip checkpoint or a plain .npz state_dict, its config inferred from
+    the weight shapes (build_model)."""
+    from .checkpoint import load_weights
     from .model import build_model
-    model_state, _ = load_checkpoint(path)
-    return build_model(model_state)
+    return build_model(load_weights(path))
 
 
 def _write_json(path, obj):
@@ -85,8 +85,8 @@ def _encode_texts(model, texts):
 
     from .autograd import no_grad
     from .evaluate import trim_tokens
-    from .tokenizer import tokenize, tokenizer_for
-    tokens = tokenize(texts, context_length=model.context_length, tokenizer=tokenizer_for(model.vocab_size))
+    from .tokenizer import tokenize_fn_for
+    tokens = tokenize_fn_for(model.vocab_size, model.context_length)(texts)
     with no_grad():
         f = model.encode_text(trim_tokens(tokens)).numpy()
     return f / np.linalg.norm(f, axis=1, keepdims=True)
@@ -106,7 +106,8 @@ def cmd_train(args):
     from .train import config_from_args, train
     cfg = config_from_args(args)
     res = train(cfg)
-    print(f"\ntrained {res['step']} steps in {res['wall_time_s'] / 60:.1f} min; final loss {res['final_loss']:.3f}")
+    loss = "n/a" if res["final_loss"] is None else f"{res['final_loss']:.3f}"
+    print(f"\ntrained {res['step']} steps in {res['wall_time_s'] / 60:.1f} min; final loss {loss}")
     rows = [(k.split("/")[1][:-5], v, res[k.replace("_top1", "_chance")])
             for k, v in res.items() if k.startswith("zeroshot/") and k.endswith("_top1")]
     if rows:
@@ -175,7 +176,8 @@ def _eval_retrieval(model, args):
         raise ValueError("eval retrieval needs --data CSV (image paths and captions)")
     ds = data.CsvImageText(args.data, img_key=args.csv_img_key, caption_key=args.csv_caption_key,
                            sep=args.csv_separator, image_size=model.visual.input_resolution)
-    loader = data.DataLoader(ds, batch_size=256, context_length=model.context_length)
+    from .tokenizer import tokenize_fn_for
+    loader = data.DataLoader(ds, batch_size=256, tokenize_fn=tokenize_fn_for(model.vocab_size, model.context_length))
     img, txt = encode_dataset(model, loader, what="both")
     return retrieval_metrics(img, txt)
 

@@ -131,11 +131,8 @@ def zero_shot_classifier(model, classnames, templates, tokenize_fn=None, batch_s
     if not classnames or not templates:
         raise ValueError("zero_shot_classifier: need at least one class name and one template")
     if tokenize_fn is None:
-        from .tokenizer import tokenize, tokenizer_for
-
-        def tokenize_fn(texts):
-            return tokenize(texts, context_length=model.context_length, truncate=True,
-                            tokenizer=tokenizer_for(model.vocab_size))
+        from .tokenizer import tokenize_fn_for
+        tokenize_fn = tokenize_fn_for(model.vocab_size, model.context_length)
 
     texts = [t.format(c) for c in classnames for t in templates]  # class-major: (C * T,)
     feats = []

@@ -51,11 +51,12 @@ def linear(x, weight, bias=None):
 # ----------------------------------------------------------------------------- activations
 class ReLU(Function):
     def forward(self, x):
-        self.mask = x > 0
-        return x * self.mask
+        self.y = _xp(x).maximum(x, 0)
+        return self.y
 
     def backward(self, g):
-        return g * self.mask
+        # a multiply by the 0/1 mask: where(mask, g, 0) branches per element and is ~8x slower on CPU
+        return g * (self.y > 0)
 
 
 class GELU(Function):
@@ -233,20 +234,39 @@ def layer_norm(x, weight, bias, eps=1e-5):
     return LayerNorm(eps)(x, weight, bias)
 
 
+def _channel_sum(x):
+    """Sum of x (N, C, ...) over every axis but the channels -> (C,).
+    A matrix-vector product with ones (BLAS) and a short sum over N: NumPy's own reduction over
+    axes (0, 2, 3) is 2-20x slower, the more so the smaller H*W."""
+    N, C = x.shape[:2]
+    x3 = x.reshape(N, C, -1)                                   # (N, C, H*W)
+    return (x3 @ _xp(x).ones(x3.shape[2], x.dtype)).sum(0)
+
+
+def _channel_dot(a, b):
+    """Per-channel sum of a * b for a, b (N, C, ...) -> (C,), without the product array."""
+    N, C = a.shape[:2]
+    return _xp(a).einsum("ncp,ncp->c", a.reshape(N, C, -1), b.reshape(N, C, -1))
+
+
 class BatchNorm(Function):
-    """Batch norm over all axes but 1 (channels). Updates running stats in place in training."""
+    """Batch norm over all axes but 1 (channels). Updates running stats in place in training.
+
+    Keeps the centred input xc = x - mean and rstd = 1 / sqrt(var + eps) for backward (xhat = xc * rstd),
+    and folds weight and rstd into one per-channel scale, so forward and backward each make
+    only a few passes over the activations."""
     def __init__(self, running_mean, running_var, training, momentum, eps):
         self.rm, self.rv = backend.unwrap(running_mean), backend.unwrap(running_var)
         self.training, self.momentum, self.eps = training, momentum, eps
 
     def forward(self, x, w, b):
         xp = _xp(x)
-        self.axes = (0,) + tuple(range(2, x.ndim))
-        shape = (1, -1) + (1,) * (x.ndim - 2)  # broadcast per-channel vectors
+        self.shape = shape = (1, -1) + (1,) * (x.ndim - 2)  # broadcast per-channel vectors
+        self.n = n = x.size // x.shape[1]                    # elements per channel
         if self.training:
-            mu = x.mean(self.axes)
-            var = x.var(self.axes)
-            n = x.size // x.shape[1]
+            mu = _channel_sum(x) / n
+            xc = x - mu.reshape(shape)
+            var = _channel_dot(xc, xc) / n  # of the centred values: E[x^2] - mu^2 cancels badly in float32
             if self.rm is not None:  # PyTorch keeps the unbiased variance in the running stat
                 self.rm *= 1 - self.momentum
                 self.rm += self.momentum * mu
@@ -254,19 +274,24 @@ class BatchNorm(Function):
                 self.rv += self.momentum * var * n / max(n - 1, 1)
         else:
             mu, var = self.rm, self.rv
-        self.rstd = (1 / xp.sqrt(var + self.eps)).reshape(shape)
-        self.xhat = (x - mu.reshape(shape)) * self.rstd
-        self.w = w.reshape(shape)
-        return self.xhat * self.w + b.reshape(shape)
+            xc = x - mu.reshape(shape)
+        self.rstd = 1 / xp.sqrt(var + self.eps)
+        self.scale = (w * self.rstd).reshape(shape)          # y = xhat * w + b = xc * scale + b
+        self.xc = xc
+        y = xc * self.scale
+        y += b.reshape(shape)
+        return y
 
     def backward(self, g):
-        gxhat = g * self.w
-        gw = (g * self.xhat).sum(self.axes)
-        gb = g.sum(self.axes)
+        gb = _channel_sum(g)
+        gw = _channel_dot(g, self.xc) * self.rstd            # sum of g * xhat
         if not self.training:  # statistics are constants
-            return gxhat * self.rstd, gw, gb
-        gx = self.rstd * (gxhat - gxhat.mean(self.axes, keepdims=True)
-                          - self.xhat * (gxhat * self.xhat).mean(self.axes, keepdims=True))
+            return g * self.scale, gw, gb
+        # gx = w rstd (g - mean(g) - xhat mean(g xhat)); gx is ours, so the steps run in place
+        gx = self.xc * (gw * self.rstd / self.n).reshape(self.shape)   # xhat mean(g xhat)
+        _xp(g).subtract(g, gx, out=gx)
+        gx -= (gb / self.n).reshape(self.shape)
+        gx *= self.scale
         return gx, gw, gb
 
 

@@ -388,4 +388,11 @@ def tokenize(texts, context_length=77, truncate=False, tokenizer=None):
     return result
 
 
-__all__ = ["SimpleTokenizer", "default_bpe_path", "tokenize", "tokenizer_for", "train_bpe"]
+def tokenize_fn_for(vocab_size, context_length):
+    """texts -> (N, context_length) ids with the tokenizer of a model with `vocab_size` embeddings,
+    truncating long captions (EOT kept): what minclip's loaders and evaluation feed a model."""
+    tok = tokenizer_for(vocab_size)
+    return lambda texts: tokenize(texts, context_length, truncate=True, tokenizer=tok)
+
+
+__all__ = ["SimpleTokenizer", "default_bpe_path", "tokenize", "tokenize_fn_for", "tokenizer_for", "train_bpe"]

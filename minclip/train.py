@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 
 from . import backend
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 
 
 @dataclass
@@ -145,6 +145,19 @@ def shapes_zeroshot(model, evals, batch_size=256, details=None):
     return out
 
 
+def evaluate_during_training(model, evals, cfg, details):
+    """Zero-shot accuracies on Shapes, or image<->text retrieval on the --val-data CSV."""
+    if cfg.dataset == "shapes":
+        return shapes_zeroshot(model, evals, details=details)
+    from . import data
+    from .evaluate import encode_dataset, retrieval_metrics
+    from .tokenizer import tokenize_fn_for
+    loader = data.DataLoader(evals["val"], batch_size=256,
+                             tokenize_fn=tokenize_fn_for(model.vocab_size, model.context_length))
+    image_features, text_features = encode_dataset(model, loader, what="both", progress=False)
+    return {f"retrieval/{k}": v for k, v in retrieval_metrics(image_features, text_features).items()}
+
+
 def shapes_plots(model, evals, run_dir, shape_confusion, n=8):
     """similarity.png (Figure 1's image-text matrix on n val pairs) and confusion.png (zero-shot shapes)."""
     import numpy as np
@@ -152,15 +165,14 @@ def shapes_plots(model, evals, run_dir, shape_confusion, n=8):
     from . import data
     from .autograd import no_grad
     from .plots import plot_confusion, plot_similarity
-    from .tokenizer import tokenize, tokenizer_for
+    from .tokenizer import tokenize_fn_for
     val = evals["val"]
     images = np.stack([val[i][0] for i in range(n)])
     captions = [val[i][1] for i in range(n)]
     model.eval()
     with no_grad():
         img = model.encode_image(images).numpy()
-        txt = model.encode_text(tokenize(captions, context_length=model.context_length,
-                                         tokenizer=tokenizer_for(model.vocab_size))).numpy()
+        txt = model.encode_text(tokenize_fn_for(model.vocab_size, model.context_length)(captions)).numpy()
     img /= np.linalg.norm(img, axis=1, keepdims=True)
     txt /= np.linalg.norm(txt, axis=1, keepdims=True)
     sim_path = plot_similarity(np.stack([np.asarray(val.render(i)) for i in range(n)]), captions, txt @ img.T,
@@ -188,7 +200,7 @@ def train(cfg=None, on_step=None):
     from .model import create_model
     from .optim import AdamW, CosineSchedule, param_groups_for_clip
     from .plots import plot_curves
-    from .tokenizer import tokenize, tokenizer_for
+    from .tokenizer import tokenize_fn_for
 
     cfg = cfg or TrainConfig()
     if cfg.batch_size < 2:
@@ -205,10 +217,9 @@ def train(cfg=None, on_step=None):
     if cfg.overfit_batch:
         train_set = OneBatch(train_set, cfg.overfit_batch)
     batch_size = min(cfg.batch_size, len(train_set))
-    tok = tokenizer_for(model.vocab_size)
     loader = data.DataLoader(train_set, batch_size=batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
-                             num_workers=cfg.workers, tokenize_fn=lambda captions: tokenize(
-                                 captions, cfg.context_length, truncate=True, tokenizer=tok))
+                             num_workers=cfg.workers,
+                             tokenize_fn=tokenize_fn_for(model.vocab_size, cfg.context_length))
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = AdamW(param_groups_for_clip(model, cfg.wd), lr=cfg.lr)
@@ -225,15 +236,15 @@ def train(cfg=None, on_step=None):
         step, run_dir = state["step"], state.get("run_dir")
         backend.get_rng().bit_generator.state = state["rng"]
     elif cfg.pretrained:
-        model.load_state_dict(load_checkpoint(cfg.pretrained)[0])
+        model.load_state_dict(load_weights(cfg.pretrained))
     run_dir = run_dir if run_dir and os.path.isdir(run_dir) else _run_dir(cfg)
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump(asdict(cfg), f, indent=2)
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     ckpt_path = os.path.join(run_dir, "checkpoints", "latest.npz")
 
-    def save(path=ckpt_path):
-        return save_checkpoint(path, model.state_dict(), optimizer=optimizer.state_dict(), step=step,
+    def save():
+        return save_checkpoint(ckpt_path, model.state_dict(), optimizer=optimizer.state_dict(), step=step,
                                config=asdict(cfg), run_dir=run_dir, rng=backend.get_rng().bit_generator.state)
 
     def log(record):
@@ -241,14 +252,14 @@ def train(cfg=None, on_step=None):
             f.write(json.dumps(record) + "\n")
 
     model.train()
-    results, details = {}, {}
+    results, details, loss = {}, {}, None
     t_start = time.time()
     try:
         for epoch in range(step // steps_per_epoch, cfg.epochs):
             start_batch = step - epoch * steps_per_epoch
             bar = tqdm(loader.iter_epoch(epoch, start_batch), total=steps_per_epoch, initial=start_batch,
                        desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
-            t_last, seen = time.time(), 0
+            t_epoch, seen = time.time(), 0
             for images, tokens in bar:
                 lr = schedule.step(step)
                 loss, grad_norm = train_step(model, optimizer, images, tokens, cfg.grad_clip)
@@ -259,7 +270,7 @@ def train(cfg=None, on_step=None):
                 seen += len(images)
                 scale = math.exp(float(model.logit_scale.data))
                 if step % cfg.log_every == 0 or step == total_steps:
-                    ips = seen / max(time.time() - t_last, 1e-9)
+                    ips = seen / max(time.time() - t_epoch, 1e-9)  # this epoch's average
                     log({"step": step, "epoch": epoch, "loss": loss, "logit_scale": scale, "lr": lr,
                          "grad_norm": grad_norm, "images_per_s": ips})
                     bar.set_postfix(loss=f"{loss:.3f}", scale=f"{scale:.1f}", lr=f"{lr:.2e}", img_s=f"{ips:.0f}")
@@ -267,13 +278,13 @@ def train(cfg=None, on_step=None):
                     on_step(step, loss, model)
             bar.close()
             save()
-            if cfg.dataset == "shapes" and not cfg.overfit_batch:
-                results = shapes_zeroshot(model, evals, details=details)
+            if evals and not cfg.overfit_batch:
+                results = evaluate_during_training(model, evals, cfg, details)
                 model.train()
                 log({"step": step, "epoch": epoch + 1, **results})
                 if cfg.progress:
                     print(f"epoch {epoch + 1}: loss {loss:.3f}  " + "  ".join(
-                        f"{k.split('/')[1][:-5]} {v:.1%}" for k, v in results.items() if k.endswith("top1")))
+                        f"{k.split('/')[1]} {v:.1%}" for k, v in results.items() if not k.endswith("_chance")))
     except KeyboardInterrupt:
         save()
         raise KeyboardInterrupt(f"interrupted at step {step}; checkpoint saved to {ckpt_path}; "
@@ -281,7 +292,7 @@ def train(cfg=None, on_step=None):
     results["plots"] = [plot_curves(metrics_path, os.path.join(run_dir, "curves.png"))]
     if "shape" in details:  # zero-shot evaluation ran (Shapes, not --overfit-batch)
         results["plots"] += shapes_plots(model, evals, run_dir, details["shape"]["confusion"])
-    results.update(step=step, run_dir=run_dir, checkpoint=ckpt_path, final_loss=loss if step else None,
+    results.update(step=step, run_dir=run_dir, checkpoint=ckpt_path, final_loss=loss,
                    wall_time_s=time.time() - t_start)
     return results
 

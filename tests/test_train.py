@@ -97,3 +97,27 @@ def test_training_run_writes_metrics_plots_and_learns_something(tmp_path):
     for f in ("config.json", "metrics.jsonl", "curves.png", "similarity.png", "confusion.png"):
         assert (run / f).stat().st_size > 0, f
     assert 0 <= res["zeroshot/shape_top1"] <= 1 and res["zeroshot/pair_heldout_chance"] == 1 / 64
+
+
+def test_csv_training_logs_retrieval_and_pretrained_accepts_a_plain_state_dict(tmp_path):
+    from minclip.data import Shapes
+    shapes = Shapes("train", length=24, image_size=32)
+    rows = ["filepath\ttitle"]
+    for i in range(24):
+        shapes.render(i).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png\t{shapes.caption(i)}")
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    csv = str(tmp_path / "pairs.csv")
+    res = train(tiny(tmp_path, "csv", dataset="csv", train_data=csv, val_data=csv, epochs=1, batch_size=8))
+    assert 0 <= res["retrieval/image_to_text_R@1"] <= 1 and "retrieval/mean_recall" in res
+    # OpenAI-style weights: a plain .npz of a state_dict, as the README's conversion snippet writes it
+    model_state, _ = load_checkpoint(res["checkpoint"])
+    np.savez(tmp_path / "plain.npz", **model_state)
+    res2 = train(tiny(tmp_path, "ft", epochs=1, pretrained=str(tmp_path / "plain.npz")))
+    assert res2["step"] == 3
+
+
+def test_resuming_a_finished_run_changes_nothing(tmp_path):
+    done = train(tiny(tmp_path, "done", epochs=1))
+    again = train(tiny(tmp_path, "done", epochs=1, resume=done["checkpoint"]))
+    assert again["step"] == done["step"] and again["final_loss"] is None
