@@ -205,7 +205,7 @@ def as_tensor(x, like=None):
     """`x` as a Tensor; numbers take the dtype of `like` so float32 stays float32."""
     if isinstance(x, Tensor):
         return x
-    if like is not None and not backend.is_array(x):
+    if like is not None and not backend.is_array(x) and like.dtype.kind == "f":  # not int/bool: 0.5 would truncate
         return Tensor(backend.get_array_module(like).asarray(x, dtype=like.dtype))
     return Tensor(x)
 
@@ -413,7 +413,7 @@ class Transpose(Function):
     def backward(self, g):
         if self.axes is None:
             return g.transpose()
-        return g.transpose(np.argsort(self.axes))
+        return g.transpose(np.argsort([a % g.ndim for a in self.axes]))  # negative axes count from the end
 
 
 class GetItem(Function):
@@ -523,6 +523,6 @@ class Max(Function):
         return self.y if self.keepdims else self.y.reshape(x.max(axis=self.axis).shape)
 
     def backward(self, g):
-        mask = self.x == self.y
+        mask = (self.x == self.y).astype(g.dtype)  # float: dividing by an integer count would give float64
         g = _expand(g, self.x.shape, self.axis, self.keepdims)
         return g * mask / mask.sum(axis=self.axis, keepdims=True)

@@ -156,15 +156,16 @@ _np_erf = np.frompyfunc(__import__("math").erf, 1, 1)
 def erf(x):
     """Elementwise error function (NumPy has none; math.erf is exact to round-off)."""
     if get_array_module(x) is np:
-        return _np_erf(x).astype(x.dtype)
+        return np.asarray(_np_erf(x), dtype=x.dtype)  # frompyfunc gives a Python float for 0-d input
     import cupyx.scipy.special
     return cupyx.scipy.special.erf(x)
 
 
 def scatter_add(target, index, values):
     """target[index] += values, accumulating repeated indices (np.add.at)."""
-    if get_array_module(target) is np:
-        np.add.at(target, index, values)
+    xp = get_array_module(target)
+    if xp is np or hasattr(xp.add, "at"):  # CuPy >= 13 has ufunc.at like NumPy
+        xp.add.at(target, index, values)
     else:
         import cupyx
         cupyx.scatter_add(target, index, values)

@@ -93,7 +93,7 @@ def gradcheck(fn, inputs, params=(), eps=1e-6, atol=1e-6, rtol=1e-4, max_element
 
 def _compare(analytic, numeric, atol, rtol, what):
     err = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
-    if (err > 0).any() or not np.isfinite(analytic).all():
+    if (err > 0).any() or not np.isfinite(analytic).all() or not np.isfinite(numeric).all():
         i = np.unravel_index(np.nanargmax(np.where(np.isfinite(err), err, np.inf)), err.shape)
         raise GradcheckError(
             f"gradcheck failed for {what} at index {tuple(int(j) for j in i)}: analytic {analytic[i]:.8g}, "
