@@ -102,7 +102,7 @@ class QuickGELU(Function):
     """x * sigmoid(1.702 x): the GELU approximation OpenAI's CLIP models were trained with.
     Written with in-place updates: it runs on the MLP's 4x-wide activations, the largest arrays of a step."""
     def forward(self, x):
-        s = _xp(x).multiply(x, 0.851)   # sigmoid(1.702 x) = 0.5 * (1 + tanh(0.851 x)), computed in place
+        s = _xp(x).multiply(x, 0.851, out=_xp(x).empty_like(x))  # sigmoid(1.702 x) = 0.5 (1 + tanh(0.851 x)), in place
         _xp(x).tanh(s, out=s)
         s += 1
         s *= 0.5
@@ -301,34 +301,59 @@ def batch_norm(x, running_mean, running_var, weight, bias, training=False, momen
 
 
 # ----------------------------------------------------------------------------- convolution and pooling
+# A convolution is one matrix multiply, W (O, C*kh*kw) @ cols (C*kh*kw, N*Ho*Wo), where each column of
+# `cols` holds one input window (im2col). Its rows are ordered (C, kh, kw) and its columns (N, Ho, Wo):
+# copying the window view into that order moves whole image rows (runs of Wo numbers), and so does its
+# adjoint, _col2im. The textbook order (N*Ho*Wo, C*kh*kw) gathers pieces of kw numbers and is ~3x slower.
 def _windows(x, kh, kw, stride):
-    """Strided view (N, C, Ho, Wo, kh, kw) of every kernel window of x (N, C, H, W); no copy."""
+    """Strided view (C, kh, kw, N, Ho, Wo) of every kernel window of x (N, C, H, W); no copy.
+    view[c, i, j, n, y, x] = x[n, c, stride * y + i, stride * x + j]."""
     xp = _xp(x)
     N, C, H, W = x.shape
     Ho, Wo = (H - kh) // stride + 1, (W - kw) // stride + 1
     sN, sC, sH, sW = x.strides
     return xp.lib.stride_tricks.as_strided(
-        x, (N, C, Ho, Wo, kh, kw), (sN, sC, sH * stride, sW * stride, sH, sW))
+        x, (C, kh, kw, N, Ho, Wo), (sC, sH, sW, sN, sH * stride, sW * stride))
 
 
 def _pad(x, p):
     return x if p == 0 else _xp(x).pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
 
 
-def _col2im(gcols, x_shape, kh, kw, stride, pad):
-    """Adjoint of _windows: add window gradients (N, C, Ho, Wo, kh, kw) back onto the image.
+def _col2im(gcols, x_shape, stride, pad):
+    """Adjoint of _windows: add window gradients (C, kh, kw, N, Ho, Wo) back onto the image (N, C, H, W).
     One loop step per kernel offset (kh * kw steps), never per pixel."""
     xp = _xp(gcols)
     N, C, H, W = x_shape
-    Ho, Wo = gcols.shape[2:4]
-    gx = xp.zeros((N, C, H + 2 * pad, W + 2 * pad), gcols.dtype)
+    _, kh, kw, _, Ho, Wo = gcols.shape
+    gx = xp.zeros((C, N, H + 2 * pad, W + 2 * pad), gcols.dtype)     # channels first, as gcols
     for i in range(kh):
         for j in range(kw):
-            gx[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride] += gcols[:, :, :, :, i, j]
-    return gx[:, :, pad:pad + H, pad:pad + W]
+            gx[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride] += gcols[:, i, j]
+    # one transposing copy at the end: a contiguous gradient keeps the ops before (BatchNorm, ReLU) fast
+    return xp.ascontiguousarray(gx[:, :, pad:pad + H, pad:pad + W].transpose(1, 0, 2, 3))
+
+
+def _im2col_conv(x, W, stride, padding):
+    """x (N, C, H, W) and W (O, C, kh, kw) -> (y (N, O, Ho, Wo), cols (C*kh*kw, N*Ho*Wo))."""
+    xp = _xp(x)
+    O, C, kh, kw = W.shape
+    N = x.shape[0]
+    windows = _windows(_pad(x, padding), kh, kw, stride)                  # (C, kh, kw, N, Ho, Wo), a view
+    Ho, Wo = windows.shape[4:]
+    cols = xp.ascontiguousarray(windows).reshape(C * kh * kw, N * Ho * Wo)  # the one copy
+    y = (W.reshape(O, C * kh * kw) @ cols).reshape(O, N, Ho, Wo)
+    return xp.ascontiguousarray(y.transpose(1, 0, 2, 3)), cols   # y in (N, O, Ho, Wo) order
 
 
 class Conv2d(Function):
+    """Cross-correlation, as PyTorch's conv2d, by im2col and one matrix multiply.
+
+    The column matrix is copied once in forward and kept for the weight gradient. A 1x1 convolution
+    with stride 1 and no padding (most convolutions of a Bottleneck) needs no copy at all: x seen as
+    (N, C, H*W) already is its column matrix, one per image, and a batched matmul does the rest.
+    Patchify (ViT's conv1, kernel == stride) takes the general path: its windows do not overlap, so
+    the column matrix is a reordered copy of x, no bigger."""
     def __init__(self, stride=1, padding=0):
         self.stride, self.padding = stride, padding
 
@@ -336,32 +361,49 @@ class Conv2d(Function):
         if x.ndim != 4 or W.ndim != 4 or x.shape[1] != W.shape[1]:
             raise ValueError(f"conv2d: input of shape {x.shape} (N, C, H, W) does not match weight of shape "
                              f"{W.shape} (C_out, C_in, kh, kw)")
-        xp = _xp(x)
         O, C, kh, kw = W.shape
         s, p = self.stride, self.padding
         if x.shape[2] + 2 * p < kh or x.shape[3] + 2 * p < kw:
             raise ValueError(f"conv2d: input of shape {x.shape} with padding {p} is smaller than the kernel {W.shape}")
         self.x_shape, self.W, self.has_b = x.shape, W, b is not None
-        if kh == kw == s and p == 0 and x.shape[2] % s == 0 and x.shape[3] % s == 0:
-            # patchify (ViT's conv1): non-overlapping windows are a reshape, no im2col copy of overlaps
+        self.pointwise = kh == kw == s == 1 and p == 0
+        if self.pointwise:
             N, _, H, Wd = x.shape
-            cols = x.reshape(N, C, H // s, s, Wd // s, s).transpose(0, 1, 2, 4, 3, 5)
+            self.cols = x.reshape(N, C, H * Wd)                                # (N, C, H*W), a view
+            y = (W.reshape(O, C) @ self.cols).reshape(N, O, H, Wd)            # batched over the N images
         else:
-            cols = _windows(_pad(x, p), kh, kw, s)                         # (N, C, Ho, Wo, kh, kw)
-        self.cols = cols
-        y = xp.tensordot(cols, W, axes=((1, 4, 5), (1, 2, 3)))            # (N, Ho, Wo, O)
+            y, self.cols = _im2col_conv(x, W, s, p)                           # cols (C*kh*kw, N*Ho*Wo)
         if b is not None:
-            y += b
-        return y.transpose(0, 3, 1, 2)                                    # (N, O, Ho, Wo)
+            y += b[:, None, None]
+        return y
 
     def backward(self, g):
         xp = _xp(g)
-        _, C, kh, kw = self.W.shape
-        gW = xp.tensordot(g, self.cols, axes=((0, 2, 3), (0, 2, 3)))       # (O, C, kh, kw)
-        gcols = xp.tensordot(g, self.W, axes=((1,), (0,)))                # (N, Ho, Wo, C, kh, kw)
-        gcols = gcols.transpose(0, 3, 1, 2, 4, 5)                         # (N, C, Ho, Wo, kh, kw)
-        gx = _col2im(gcols, self.x_shape, kh, kw, self.stride, self.padding)
-        return (gx, gW, g.sum((0, 2, 3))) if self.has_b else (gx, gW)
+        O, C, kh, kw = self.W.shape
+        N, _, Ho, Wo = g.shape
+        s, p = self.stride, self.padding
+        W2 = self.W.reshape(O, C * kh * kw)
+        gx = None
+        # the images need no gradient (PyTorch's ctx.needs_input_grad); inputs is None if called by hand
+        needs_gx = self.inputs is None or self.inputs[0].requires_grad
+        if self.pointwise:
+            g3 = g.reshape(N, O, Ho * Wo)                                     # (N, O, H*W)
+            gW = xp.tensordot(g3, self.cols, axes=((0, 2), (0, 2)))           # (O, C): sum over images, pixels
+            if needs_gx:
+                gx = (W2.T @ g3).reshape(self.x_shape)                        # (N, C, H, W)
+        else:
+            g2 = g.transpose(1, 0, 2, 3).reshape(O, N * Ho * Wo)              # (O, N*Ho*Wo), a copy
+            gW = g2 @ self.cols.T                                             # (O, C*kh*kw)
+            if needs_gx and s == 1 and kh == kw and p < kh and O <= C:
+                # With stride 1 the input gradient is itself a convolution: of g, padded by k-1-p, with the
+                # kernel flipped and its in/out channels swapped. When g has no more channels than x its
+                # im2col is no bigger than gcols below, and one copy plus a GEMM beat kh*kw strided adds.
+                gx, _ = _im2col_conv(g, self.W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), 1, kh - 1 - p)
+            elif needs_gx:
+                gcols = (W2.T @ g2).reshape(C, kh, kw, N, Ho, Wo)             # a gradient for every window
+                gx = _col2im(gcols, self.x_shape, s, p)
+        gW = gW.reshape(self.W.shape)
+        return (gx, gW, _channel_sum(g)) if self.has_b else (gx, gW)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0):
@@ -371,22 +413,44 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
 
 
 class AvgPool2d(Function):
-    """Average over kernel windows (zero padding counted, as PyTorch's default)."""
+    """Average over kernel windows (zero padding counted, as PyTorch's default).
+
+    Forward adds k*k strided slices of the image, one per kernel offset, and backward spreads the
+    gradient back through the same slices. NumPy's mean over the short window axes of a
+    (N, C, Ho, k, Wo, k) view would be ~10x slower."""
     def __init__(self, kernel_size, stride, padding):
         self.k, self.s, self.p = kernel_size, stride, padding
 
     def forward(self, x):
         self.x_shape = x.shape
+        k, s = self.k, self.s
+        x = _pad(x, self.p)
         N, C, H, W = x.shape
-        k, s, p = self.k, self.s, self.p
-        if k == s and p == 0 and H % k == 0 and W % k == 0:  # the common case: a reshape, no window view
-            return x.reshape(N, C, H // k, k, W // k, k).mean((3, 5))
-        return _windows(_pad(x, p), k, k, s).mean((4, 5))
+        Ho, Wo = (H - k) // s + 1, (W - k) // s + 1
+        y = _xp(x).zeros((N, C, Ho, Wo), x.dtype)
+        for i in range(k):
+            for j in range(k):
+                y += x[:, :, i:i + s * Ho:s, j:j + s * Wo:s]  # every window's (i, j) element
+        y *= 1 / (k * k)
+        return y
 
     def backward(self, g):
-        k = self.k
-        gcols = _xp(g).broadcast_to((g / (k * k))[..., None, None], g.shape + (k, k))
-        return _col2im(gcols, self.x_shape, k, k, self.s, self.p)
+        k, s, p = self.k, self.s, self.p
+        N, C, H, W = self.x_shape
+        Ho, Wo = g.shape[2:]
+        g = g / (k * k)                                          # every window element gets an equal share
+        # the common case, windows that tile the image (k == s): each pixel gets exactly one share, so the
+        # slices are written into uninitialised memory instead of added onto zeros (2x faster)
+        tiles = k == s and p == 0 and H % k == 0 and W % k == 0
+        xp = _xp(g)
+        gx = (xp.empty if tiles else xp.zeros)((N, C, H + 2 * p, W + 2 * p), g.dtype)
+        for i in range(k):
+            for j in range(k):
+                if tiles:
+                    gx[:, :, i:i + s * Ho:s, j:j + s * Wo:s] = g
+                else:
+                    gx[:, :, i:i + s * Ho:s, j:j + s * Wo:s] += g
+        return gx[:, :, p:p + H, p:p + W]
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
@@ -462,7 +526,7 @@ class Dropout(Function):
 
     def forward(self, x):
         keep = backend.rand(*x.shape, rng=self.rng, dtype=x.dtype) >= self.p
-        self.mask = keep / (1 - self.p)  # scale now so evaluation needs no rescaling
+        self.mask = keep.astype(x.dtype) / (1 - self.p)  # scale now so evaluation needs no rescaling
         return x * self.mask
 
     def backward(self, g):
