@@ -299,7 +299,7 @@ def build_parser():
     p.add_argument("--version", action="version", version=f"minclip {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train a CLIP (default: tiny-vit on Shapes, ~10 min on 2 CPU cores)")
+    t = sub.add_parser("train", help="train a CLIP (default: tiny-vit on Shapes, ~11 min on 2 CPU cores)")
     _add_train_args(t)
     t.set_defaults(func=cmd_train)
 

@@ -12,6 +12,19 @@ import numpy as np
 from . import backend
 from .autograd import Function, sum_to
 
+# batch norm, convolution and pooling live in conv.py (a fast im2col needs memory-layout care)
+from .conv import (  # noqa: F401
+    AvgPool2d,
+    BatchNorm,
+    Conv2d,
+    _col2im,
+    _im2col_conv,
+    adaptive_avg_pool2d,
+    avg_pool2d,
+    batch_norm,
+    conv2d,
+)
+
 __all__ = [
     "linear", "relu", "gelu", "quick_gelu", "sigmoid", "softmax", "log_softmax", "cross_entropy",
     "layer_norm", "batch_norm", "conv2d", "avg_pool2d", "adaptive_avg_pool2d", "embedding",
@@ -21,6 +34,8 @@ __all__ = [
 
 def _xp(x):
     return backend.get_array_module(x)
+
+
 
 
 # ----------------------------------------------------------------------------- linear
@@ -232,242 +247,6 @@ class LayerNorm(Function):
 def layer_norm(x, weight, bias, eps=1e-5):
     """x (..., D), weight and bias (D,) -> (..., D)."""
     return LayerNorm(eps)(x, weight, bias)
-
-
-def _channel_sum(x):
-    """Sum of x (N, C, ...) over every axis but the channels -> (C,).
-    A matrix-vector product with ones (BLAS) and a short sum over N: NumPy's own reduction over
-    axes (0, 2, 3) is 2-20x slower, the more so the smaller H*W."""
-    N, C = x.shape[:2]
-    x3 = x.reshape(N, C, -1)                                   # (N, C, H*W)
-    return (x3 @ _xp(x).ones(x3.shape[2], x.dtype)).sum(0)
-
-
-def _channel_dot(a, b):
-    """Per-channel sum of a * b for a, b (N, C, ...) -> (C,), without the product array."""
-    N, C = a.shape[:2]
-    return _xp(a).einsum("ncp,ncp->c", a.reshape(N, C, -1), b.reshape(N, C, -1))
-
-
-class BatchNorm(Function):
-    """Batch norm over all axes but 1 (channels). Updates running stats in place in training.
-
-    Keeps the centred input xc = x - mean and rstd = 1 / sqrt(var + eps) for backward (xhat = xc * rstd),
-    and folds weight and rstd into one per-channel scale, so forward and backward each make
-    only a few passes over the activations."""
-    def __init__(self, running_mean, running_var, training, momentum, eps):
-        self.rm, self.rv = backend.unwrap(running_mean), backend.unwrap(running_var)
-        self.training, self.momentum, self.eps = training, momentum, eps
-
-    def forward(self, x, w, b):
-        xp = _xp(x)
-        self.shape = shape = (1, -1) + (1,) * (x.ndim - 2)  # broadcast per-channel vectors
-        self.n = n = x.size // x.shape[1]                    # elements per channel
-        if self.training:
-            mu = _channel_sum(x) / n
-            xc = x - mu.reshape(shape)
-            var = _channel_dot(xc, xc) / n  # of the centred values: E[x^2] - mu^2 cancels badly in float32
-            if self.rm is not None:  # PyTorch keeps the unbiased variance in the running stat
-                self.rm *= 1 - self.momentum
-                self.rm += self.momentum * mu
-                self.rv *= 1 - self.momentum
-                self.rv += self.momentum * var * n / max(n - 1, 1)
-        else:
-            mu, var = self.rm, self.rv
-            xc = x - mu.reshape(shape)
-        self.rstd = 1 / xp.sqrt(var + self.eps)
-        self.scale = (w * self.rstd).reshape(shape)          # y = xhat * w + b = xc * scale + b
-        self.xc = xc
-        y = xc * self.scale
-        y += b.reshape(shape)
-        return y
-
-    def backward(self, g):
-        gb = _channel_sum(g)
-        gw = _channel_dot(g, self.xc) * self.rstd            # sum of g * xhat
-        if not self.training:  # statistics are constants
-            return g * self.scale, gw, gb
-        # gx = w rstd (g - mean(g) - xhat mean(g xhat)); gx is ours, so the steps run in place
-        gx = self.xc * (gw * self.rstd / self.n).reshape(self.shape)   # xhat mean(g xhat)
-        _xp(g).subtract(g, gx, out=gx)
-        gx -= (gb / self.n).reshape(self.shape)
-        gx *= self.scale
-        return gx, gw, gb
-
-
-def batch_norm(x, running_mean, running_var, weight, bias, training=False, momentum=0.1, eps=1e-5):
-    """x (N, C, ...) -> same shape. running_mean/var: (C,) arrays, updated in place when training."""
-    return BatchNorm(running_mean, running_var, training, momentum, eps)(x, weight, bias)
-
-
-# ----------------------------------------------------------------------------- convolution and pooling
-# A convolution is one matrix multiply, W (O, C*kh*kw) @ cols (C*kh*kw, N*Ho*Wo), where each column of
-# `cols` holds one input window (im2col). Its rows are ordered (C, kh, kw) and its columns (N, Ho, Wo):
-# copying the window view into that order moves whole image rows (runs of Wo numbers), and so does its
-# adjoint, _col2im. The textbook order (N*Ho*Wo, C*kh*kw) gathers pieces of kw numbers and is ~3x slower.
-def _windows(x, kh, kw, stride):
-    """Strided view (C, kh, kw, N, Ho, Wo) of every kernel window of x (N, C, H, W); no copy.
-    view[c, i, j, n, y, x] = x[n, c, stride * y + i, stride * x + j]."""
-    xp = _xp(x)
-    N, C, H, W = x.shape
-    Ho, Wo = (H - kh) // stride + 1, (W - kw) // stride + 1
-    sN, sC, sH, sW = x.strides
-    return xp.lib.stride_tricks.as_strided(
-        x, (C, kh, kw, N, Ho, Wo), (sC, sH, sW, sN, sH * stride, sW * stride))
-
-
-def _pad(x, p):
-    return x if p == 0 else _xp(x).pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
-
-
-def _col2im(gcols, x_shape, stride, pad):
-    """Adjoint of _windows: add window gradients (C, kh, kw, N, Ho, Wo) back onto the image (N, C, H, W).
-    One loop step per kernel offset (kh * kw steps), never per pixel."""
-    xp = _xp(gcols)
-    N, C, H, W = x_shape
-    _, kh, kw, _, Ho, Wo = gcols.shape
-    gx = xp.zeros((C, N, H + 2 * pad, W + 2 * pad), gcols.dtype)     # channels first, as gcols
-    for i in range(kh):
-        for j in range(kw):
-            gx[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride] += gcols[:, i, j]
-    # one transposing copy at the end: a contiguous gradient keeps the ops before (BatchNorm, ReLU) fast
-    return xp.ascontiguousarray(gx[:, :, pad:pad + H, pad:pad + W].transpose(1, 0, 2, 3))
-
-
-def _im2col_conv(x, W, stride, padding):
-    """x (N, C, H, W) and W (O, C, kh, kw) -> (y (N, O, Ho, Wo), cols (C*kh*kw, N*Ho*Wo))."""
-    xp = _xp(x)
-    O, C, kh, kw = W.shape
-    N = x.shape[0]
-    windows = _windows(_pad(x, padding), kh, kw, stride)                  # (C, kh, kw, N, Ho, Wo), a view
-    Ho, Wo = windows.shape[4:]
-    cols = xp.ascontiguousarray(windows).reshape(C * kh * kw, N * Ho * Wo)  # the one copy
-    y = (W.reshape(O, C * kh * kw) @ cols).reshape(O, N, Ho, Wo)
-    return xp.ascontiguousarray(y.transpose(1, 0, 2, 3)), cols   # y in (N, O, Ho, Wo) order
-
-
-class Conv2d(Function):
-    """Cross-correlation, as PyTorch's conv2d, by im2col and one matrix multiply.
-
-    The column matrix is copied once in forward and kept for the weight gradient. A 1x1 convolution
-    with stride 1 and no padding (most convolutions of a Bottleneck) needs no copy at all: x seen as
-    (N, C, H*W) already is its column matrix, one per image, and a batched matmul does the rest.
-    Patchify (ViT's conv1, kernel == stride) takes the general path: its windows do not overlap, so
-    the column matrix is a reordered copy of x, no bigger."""
-    def __init__(self, stride=1, padding=0):
-        self.stride, self.padding = stride, padding
-
-    def forward(self, x, W, b=None):
-        if x.ndim != 4 or W.ndim != 4 or x.shape[1] != W.shape[1]:
-            raise ValueError(f"conv2d: input of shape {x.shape} (N, C, H, W) does not match weight of shape "
-                             f"{W.shape} (C_out, C_in, kh, kw)")
-        O, C, kh, kw = W.shape
-        s, p = self.stride, self.padding
-        if x.shape[2] + 2 * p < kh or x.shape[3] + 2 * p < kw:
-            raise ValueError(f"conv2d: input of shape {x.shape} with padding {p} is smaller than the kernel {W.shape}")
-        self.x_shape, self.W, self.has_b = x.shape, W, b is not None
-        self.pointwise = kh == kw == s == 1 and p == 0
-        if self.pointwise:
-            N, _, H, Wd = x.shape
-            self.cols = x.reshape(N, C, H * Wd)                                # (N, C, H*W), a view
-            y = (W.reshape(O, C) @ self.cols).reshape(N, O, H, Wd)            # batched over the N images
-        else:
-            y, self.cols = _im2col_conv(x, W, s, p)                           # cols (C*kh*kw, N*Ho*Wo)
-        if b is not None:
-            y += b[:, None, None]
-        return y
-
-    def backward(self, g):
-        xp = _xp(g)
-        O, C, kh, kw = self.W.shape
-        N, _, Ho, Wo = g.shape
-        s, p = self.stride, self.padding
-        W2 = self.W.reshape(O, C * kh * kw)
-        gx = None
-        # the images need no gradient (PyTorch's ctx.needs_input_grad); inputs is None if called by hand
-        needs_gx = self.inputs is None or self.inputs[0].requires_grad
-        if self.pointwise:
-            g3 = g.reshape(N, O, Ho * Wo)                                     # (N, O, H*W)
-            gW = xp.tensordot(g3, self.cols, axes=((0, 2), (0, 2)))           # (O, C): sum over images, pixels
-            if needs_gx:
-                gx = (W2.T @ g3).reshape(self.x_shape)                        # (N, C, H, W)
-        else:
-            g2 = g.transpose(1, 0, 2, 3).reshape(O, N * Ho * Wo)              # (O, N*Ho*Wo), a copy
-            gW = g2 @ self.cols.T                                             # (O, C*kh*kw)
-            if needs_gx and s == 1 and kh == kw and p < kh and O <= C:
-                # With stride 1 the input gradient is itself a convolution: of g, padded by k-1-p, with the
-                # kernel flipped and its in/out channels swapped. When g has no more channels than x its
-                # im2col is no bigger than gcols below, and one copy plus a GEMM beat kh*kw strided adds.
-                gx, _ = _im2col_conv(g, self.W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), 1, kh - 1 - p)
-            elif needs_gx:
-                gcols = (W2.T @ g2).reshape(C, kh, kw, N, Ho, Wo)             # a gradient for every window
-                gx = _col2im(gcols, self.x_shape, s, p)
-        gW = gW.reshape(self.W.shape)
-        return (gx, gW, _channel_sum(g)) if self.has_b else (gx, gW)
-
-
-def conv2d(x, weight, bias=None, stride=1, padding=0):
-    """x (N, C_in, H, W), weight (C_out, C_in, kh, kw) -> (N, C_out, Ho, Wo)."""
-    f = Conv2d(stride, padding)
-    return f(x, weight) if bias is None else f(x, weight, bias)
-
-
-class AvgPool2d(Function):
-    """Average over kernel windows (zero padding counted, as PyTorch's default).
-
-    Forward adds k*k strided slices of the image, one per kernel offset, and backward spreads the
-    gradient back through the same slices. NumPy's mean over the short window axes of a
-    (N, C, Ho, k, Wo, k) view would be ~10x slower."""
-    def __init__(self, kernel_size, stride, padding):
-        self.k, self.s, self.p = kernel_size, stride, padding
-
-    def forward(self, x):
-        self.x_shape = x.shape
-        k, s = self.k, self.s
-        x = _pad(x, self.p)
-        N, C, H, W = x.shape
-        Ho, Wo = (H - k) // s + 1, (W - k) // s + 1
-        y = _xp(x).zeros((N, C, Ho, Wo), x.dtype)
-        for i in range(k):
-            for j in range(k):
-                y += x[:, :, i:i + s * Ho:s, j:j + s * Wo:s]  # every window's (i, j) element
-        y *= 1 / (k * k)
-        return y
-
-    def backward(self, g):
-        k, s, p = self.k, self.s, self.p
-        N, C, H, W = self.x_shape
-        Ho, Wo = g.shape[2:]
-        g = g / (k * k)                                          # every window element gets an equal share
-        # the common case, windows that tile the image (k == s): each pixel gets exactly one share, so the
-        # slices are written into uninitialised memory instead of added onto zeros (2x faster)
-        tiles = k == s and p == 0 and H % k == 0 and W % k == 0
-        xp = _xp(g)
-        gx = (xp.empty if tiles else xp.zeros)((N, C, H + 2 * p, W + 2 * p), g.dtype)
-        for i in range(k):
-            for j in range(k):
-                if tiles:
-                    gx[:, :, i:i + s * Ho:s, j:j + s * Wo:s] = g
-                else:
-                    gx[:, :, i:i + s * Ho:s, j:j + s * Wo:s] += g
-        return gx[:, :, p:p + H, p:p + W]
-
-
-def avg_pool2d(x, kernel_size, stride=None, padding=0):
-    """x (N, C, H, W) -> (N, C, Ho, Wo); stride defaults to kernel_size."""
-    if x.shape[2] + 2 * padding < kernel_size or x.shape[3] + 2 * padding < kernel_size:
-        raise ValueError(f"avg_pool2d: input of shape {x.shape} is smaller than the kernel {kernel_size}")
-    return AvgPool2d(kernel_size, stride or kernel_size, padding)(x)
-
-
-def adaptive_avg_pool2d(x, output_size):
-    """x (N, C, H, W) -> (N, C, output_size, output_size); output_size 1 is global average pooling.
-    Only sizes that divide H and W (equal windows) are supported."""
-    H, W = x.shape[2:]
-    if H != W or H % output_size:
-        raise ValueError(f"adaptive_avg_pool2d: input of shape {x.shape} cannot be split into "
-                         f"{output_size}x{output_size} equal windows")
-    return AvgPool2d(H // output_size, H // output_size, 0)(x)
 
 
 # ----------------------------------------------------------------------------- embedding, normalise, dropout
