@@ -10,10 +10,6 @@ import os
 
 import numpy as np
 
-# CLIP's preprocessing statistics (OpenAI's clip/clip.py, `_transform`)
-_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
-_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
-
 
 def _figure(width, height):
     from matplotlib.figure import Figure
@@ -28,18 +24,13 @@ def _save(fig, out_path):
     return out_path
 
 
-def _denormalize(chw):
-    """A CLIP-normalised float image (3, H, W) -> uint8 (H, W, 3) for display."""
-    img = np.asarray(chw, np.float32).transpose(1, 2, 0) * _STD + _MEAN  # (H, W, 3)
-    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
 def _as_hwc_uint8(img):
     """Accept uint8 (H, W, 3), grey (H, W), or CLIP-normalised float (3, H, W) (NumPy or CuPy)."""
     from .backend import to_numpy
     img = to_numpy(img)
     if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
-        return _denormalize(np.repeat(img, 3 // img.shape[0], axis=0))
+        from .data.transforms import denormalize
+        return denormalize(np.repeat(img, 3 // img.shape[0], axis=0))
     if img.dtype != np.uint8:
         img = np.clip(img * 255 if img.max() <= 1 else img, 0, 255).astype(np.uint8)
     return np.repeat(img[..., None], 3, axis=-1) if img.ndim == 2 else img
