@@ -56,3 +56,12 @@ def host(x):
 def close(actual, expected, rtol=1e-10, atol=1e-12):
     """assert_allclose after moving both sides to NumPy."""
     np.testing.assert_allclose(to_numpy(actual), to_numpy(expected), rtol=rtol, atol=atol)
+
+
+def fake_tokenize(captions, length=16):
+    """Stand-in tokenizer for data tests: the first bytes of each caption, zero-padded -> int64 (N, length)."""
+    out = np.zeros((len(captions), length), np.int64)
+    for i, c in enumerate(captions):
+        b = c.encode()[:length]
+        out[i, :len(b)] = list(b)
+    return out

@@ -4,19 +4,15 @@ import pickle
 
 import numpy as np
 import pytest
+from _helpers import fake_tokenize as _fake_tokenize
 from PIL import Image
 
 from minclip.data import CIFAR10, CsvImageText, DataLoader, ImageFolder, UnreadableImage
 from minclip.data.transforms import clip_preprocess, to_tensor_normalized
 
 
-def fake_tokenize(captions, length=8):
-    """Stand-in tokenizer: the first bytes of each caption, zero-padded -> int64 (N, length)."""
-    out = np.zeros((len(captions), length), np.int64)
-    for i, c in enumerate(captions):
-        b = c.encode()[:length]
-        out[i, :len(b)] = list(b)
-    return out
+def fake_tokenize(captions):
+    return _fake_tokenize(captions, length=8)
 
 
 def save_image(path, size=(40, 30), value=100):

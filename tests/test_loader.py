@@ -1,17 +1,9 @@
 """minclip.data.loader: repeatable order, exact resumption, workers that change nothing."""
 import numpy as np
 import pytest
+from _helpers import fake_tokenize
 
 from minclip.data import DataLoader, Shapes, train_transform
-
-
-def fake_tokenize(captions, length=16):
-    """Stand-in tokenizer: the first bytes of each caption, zero-padded -> int64 (N, length)."""
-    out = np.zeros((len(captions), length), np.int64)
-    for i, c in enumerate(captions):
-        b = c.encode()[:length]
-        out[i, :len(b)] = list(b)
-    return out
 
 
 class Labelled:
