@@ -12,7 +12,7 @@ TF = torch.nn.functional
 from minclip import backend  # noqa: E402
 from minclip.loss import clip_loss  # noqa: E402
 from minclip.model import CLIP  # noqa: E402
-from minclip.torch_reference import TorchCLIP, torch_loss  # noqa: E402
+from torch_reference import TorchCLIP, torch_loss  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

@@ -1,7 +1,7 @@
 """OpenAI's clip/model.py in PyTorch, condensed: the reference minclip is checked against.
 
 Used only by the optional parity tests (tests/test_torch_parity_*.py) and the
-side-by-side benchmark (python -m minclip.bench); minclip itself never imports
+side-by-side benchmarks (tests/benchmarks/bench_*.py); minclip itself never imports
 torch, and importing this module without torch installed raises ImportError.
 Sequence-first (L, N, D) layout and torch.nn.MultiheadAttention, as OpenAI's.
 """

@@ -1,4 +1,4 @@
-"""Benchmark one training step: `python -m minclip.bench` (or `minclip bench`).
+"""Benchmark one training step: `python tests/benchmarks/bench_step.py`.
 
 For tiny-vit and tiny-rn at batch 64 it times forward + backward + AdamW step,
 and reports ms/step, images/s, the FLOPs of a step (counted from the matmuls and
@@ -11,11 +11,16 @@ import argparse
 import statistics
 import time
 
+import sys
+from pathlib import Path
+
 import numpy as np
 
-from . import backend
-from . import functional as F
-from .autograd import MatMul
+from minclip import backend
+from minclip import functional as F
+from minclip.autograd import MatMul
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the PyTorch reference model
 
 
 def _sync():
@@ -80,9 +85,9 @@ def _batch(model, batch_size, text_len, seed=0):
 
 
 def bench_minclip(name, batch_size=64, text_len=16, steps=10, warmup=2):
-    from .model import create_model
-    from .optim import AdamW, param_groups_for_clip
-    from .train import train_step
+    from minclip.model import create_model
+    from minclip.optim import AdamW, param_groups_for_clip
+    from minclip.train import train_step
     backend.manual_seed(0)
     model = create_model(name).train()
     opt = AdamW(param_groups_for_clip(model, 0.1), lr=1e-4)
@@ -105,7 +110,7 @@ def bench_torch(model, batch_size=64, text_len=16, steps=10, warmup=2):
     """The same model and weights in PyTorch (float32, CPU); median seconds per step."""
     import torch
 
-    from .torch_reference import clip_from_minclip
+    from torch_reference import clip_from_minclip
     tmodel = clip_from_minclip(model, context_length=text_len).train()
     opt = torch.optim.AdamW(tmodel.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
     images, tokens = _batch(model, batch_size, text_len)
