@@ -1,9 +1,10 @@
-"""Checkpoints: one `.npz` file with the weights, optimizer state, config and progress.
+"""Checkpoints: one `.npz` file with the weights, tokenizer, optimizer state, config and progress.
 
-Layout: model weights under `model/<state_dict key>` (OpenAI's key names), every
-other array of nested state (the optimizer's moments) under its path joined by
-"/", and everything that is not an array (config, step, epoch, RNG state,
-hyper-parameters) as one JSON string under `meta`.
+Layout: model weights under `model/<state_dict key>` (OpenAI's key names), the BPE merges the
+model was trained with as the text of a merges file under `tokenizer/merges`, every other array
+of nested state (the optimizer's moments) under its path joined by "/", and everything that is
+not an array (config, step, epoch, RNG state, hyper-parameters) as one JSON string under `meta`.
+A checkpoint alone is enough to use its model: `model, tokenizer = load_checkpoint(path)`.
 
 Files are written atomically: to a temporary file in the same folder, flushed to
 disk, then renamed over the target, so a crash (or Ctrl-C) mid-write leaves the
@@ -13,9 +14,13 @@ import io
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 
 import numpy as np
+
+from .model import build_model
+from .tokenizer import SimpleTokenizer, merges_text, read_merges_text, tokenizer_for
 
 FORMAT_VERSION = 1
 
@@ -48,9 +53,13 @@ def _unflatten(tree, arrays):
     return tree
 
 
-def save_checkpoint(path, model_state, **state):
-    """Write `model_state` (a state_dict) and any nested `state` (optimizer=..., step=...) atomically."""
+def save_checkpoint(path, model_state, tokenizer=None, **state):
+    """Write `model_state` (a state_dict), the `tokenizer`'s merges and trained length, and any nested
+    `state` (optimizer=..., step=...) atomically."""
     arrays = {f"model/{k}": np.asarray(v) for k, v in model_state.items()}
+    if tokenizer is not None:
+        arrays["tokenizer/merges"] = np.frombuffer(merges_text(tokenizer.merges).encode("utf-8"), dtype=np.uint8)
+        state = dict(state, tokenizer={"trained_length": tokenizer.trained_length})
     meta = _flatten(state, "state", arrays)
     meta = {"format_version": FORMAT_VERSION, "state": meta}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
@@ -70,8 +79,9 @@ def save_checkpoint(path, model_state, **state):
     return path
 
 
-def load_checkpoint(path):
-    """Read a checkpoint: returns (model_state dict, state dict). Raises CheckpointError with the path."""
+def read_checkpoint(path):
+    """Read a minclip checkpoint: (model_state dict, state dict). A stored tokenizer comes back as
+    state["tokenizer"] = SimpleTokenizer. Raises CheckpointError naming the path."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
@@ -91,16 +101,45 @@ def load_checkpoint(path):
         raise CheckpointError(f"checkpoint {path} has format version {meta.get('format_version')}, "
                               f"this minclip reads version {FORMAT_VERSION}")
     model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
-    return model_state, _unflatten(meta["state"], arrays)
+    state = _unflatten(meta["state"], arrays)
+    if "tokenizer/merges" in arrays:
+        merges = read_merges_text(arrays["tokenizer/merges"].tobytes().decode("utf-8"), f"{path}:tokenizer/merges")
+        state["tokenizer"] = SimpleTokenizer(merges=merges, **state.get("tokenizer", {}))
+    return model_state, state
 
 
-def load_weights(path):
-    """Model weights from a minclip checkpoint or from a plain `.npz` of a state_dict (such as
-    OpenAI's weights converted with `np.savez(path, **state_dict)`, see the README)."""
+def read_weights(path):
+    """(weights, state) from a minclip checkpoint, or (weights, {}) from a plain `.npz` of a
+    state_dict (such as OpenAI's weights converted with `np.savez(path, **state_dict)`)."""
     try:
-        return load_checkpoint(path)[0]
+        return read_checkpoint(path)
     except CheckpointError as e:
         if "no 'meta' entry" not in str(e):
             raise
     with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+        return {k: z[k] for k in z.files}, {}
+
+
+def load_weights(path):
+    """The model weights (a state_dict) of any file read_weights reads."""
+    return read_weights(path)[0]
+
+
+def load_checkpoint(path):
+    """(model, tokenizer) from a checkpoint: a CLIP in eval mode (build_model) and the tokenizer it was
+    trained with. Weights without a stored tokenizer (older checkpoints, plain state_dicts) get
+    tokenizer_for(vocab_size), with a warning naming it unless that is OpenAI's vocabulary."""
+    weights, state = read_weights(path)
+    model = build_model(weights)
+    return model, checkpoint_tokenizer(state, model.vocab_size, path)
+
+
+def checkpoint_tokenizer(state, vocab_size, path):
+    """The tokenizer stored in a checkpoint's state, or the one assumed for weights that carry none."""
+    if state.get("tokenizer") is not None:
+        return state["tokenizer"]
+    tok = tokenizer_for(vocab_size)
+    if tok.vocab_size != vocab_size:
+        warnings.warn(f"{path} carries no tokenizer (it predates minclip storing one); assuming the merges in "
+                      f"{tok.bpe_path}", stacklevel=2)
+    return tok

@@ -9,27 +9,34 @@
     minclip plot logs/RUN
     minclip info
 
-Flag names follow open_clip's training script where one exists. Errors a person
-can fix (missing file, unknown model, bad column) print one line and exit 1.
+Flag names follow open_clip's training script where one exists; the training flags are built
+from TrainConfig's fields. A checkpoint carries its tokenizer, so no command needs one named.
+Errors a person can fix (missing file, unknown model, bad column) print one line and exit 1.
 """
 import argparse
 import json
 import os
 import sys
+import warnings
+from dataclasses import fields
 
-from . import __version__, backend
-from .checkpoint import CheckpointError
+import numpy as np
+from PIL import Image
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+from . import __version__, backend, data
+from .autograd import no_grad
+from .checkpoint import CheckpointError, load_checkpoint
+from .evaluate import (ShapesLabels, encode_dataset, format_table, linear_probe, match_classnames, normalize_rows,
+                       retrieval_metrics, shapes_zeroshot, text_tokenize_fn, zero_shot_classifier, zero_shot_eval)
+from .loss import MAX_LOGIT_SCALE
+from .plots import image_grid, plot_curves
+from .train import TrainConfig, config_from_args, train
 
 
 # ----------------------------------------------------------------------------- helpers
 def load_model(path):
-    """A CLIP in eval mode from a minclip checkpoint or a plain .npz state_dict, its config inferred from
-    the weight shapes (build_model)."""
-    from .checkpoint import load_weights
-    from .model import build_model
-    return build_model(load_weights(path))
+    """(model in eval mode, tokenizer) from a checkpoint or a plain .npz state_dict (see load_checkpoint)."""
+    return load_checkpoint(path)
 
 
 def _write_json(path, obj):
@@ -43,19 +50,15 @@ def _image_paths(folder):
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"image folder not found: {folder}")
     paths = sorted(os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs
-                   if f.lower().endswith(IMAGE_EXTENSIONS))
+                   if f.lower().endswith(data.IMG_EXTENSIONS))
     if not paths:
-        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {folder}")
+        raise ValueError(f"no images ({', '.join(data.IMG_EXTENSIONS)}) found under {folder}")
     return paths
 
 
 def _load_images(paths, n_px):
     """Preprocessed images (N, 3, n_px, n_px) float32, as OpenAI's preprocess."""
-    import numpy as np
-    from PIL import Image
-
-    from .data.transforms import clip_preprocess
-    pre = clip_preprocess(n_px)
+    pre = data.clip_preprocess(n_px)
     out = []
     for p in paths:
         if not os.path.exists(p):
@@ -69,27 +72,23 @@ def _load_images(paths, n_px):
 
 
 def _encode_images(model, images, batch_size=128):
-    import numpy as np
-
-    from .autograd import no_grad
+    """Unit-length image features (N, D), NumPy."""
     feats = []
     with no_grad():
         for i in range(0, len(images), batch_size):
-            f = model.encode_image(images[i:i + batch_size]).numpy()
-            feats.append(f / np.linalg.norm(f, axis=1, keepdims=True))
+            feats.append(normalize_rows(model.encode_image(images[i:i + batch_size]).numpy()))
     return np.concatenate(feats)
 
 
-def _encode_texts(model, texts):
-    import numpy as np
-
-    from .autograd import no_grad
-    from .evaluate import trim_tokens
-    from .tokenizer import tokenize_fn_for
-    tokens = tokenize_fn_for(model.vocab_size, model.context_length)(texts)
+def _encode_texts(model, tokenizer, texts):
+    """Unit-length text features (N, D), NumPy; warns about texts longer than the trained captions."""
+    tokens = text_tokenize_fn(model, tokenizer, texts)(texts)
     with no_grad():
-        f = model.encode_text(trim_tokens(tokens)).numpy()
-    return f / np.linalg.norm(f, axis=1, keepdims=True)
+        return normalize_rows(model.encode_text(tokens).numpy())
+
+
+def _split(text, sep=","):
+    return [s.strip() for s in text.split(sep) if s.strip()]
 
 
 # ----------------------------------------------------------------------------- subcommands
@@ -103,9 +102,7 @@ def cmd_info(args):
 
 
 def cmd_train(args):
-    from .train import config_from_args, train
-    cfg = config_from_args(args)
-    res = train(cfg)
+    res = train(config_from_args(args))
     loss = "n/a" if res["final_loss"] is None else f"{res['final_loss']:.3f}"
     print(f"\ntrained {res['step']} steps in {res['wall_time_s'] / 60:.1f} min; final loss {loss}")
     rows = [(k.split("/")[1][:-5], v, res[k.replace("_top1", "_chance")])
@@ -120,22 +117,22 @@ def cmd_train(args):
 
 
 def cmd_eval(args):
-    from .evaluate import format_table
-    model = load_model(args.checkpoint)
+    model, tokenizer = load_model(args.checkpoint)
     if args.task == "zeroshot":
-        res = _eval_zeroshot(model, args)
+        res = _eval_zeroshot(model, tokenizer, args)
     elif args.task == "retrieval":
-        res = _eval_retrieval(model, args)
+        res = _eval_retrieval(model, tokenizer, args)
     else:
         res = _eval_linear_probe(model, args)
-    print(format_table(res))
+    print(format_table({k: v for k, v in res.items() if k != "per_class_top1"}))
+    if "per_class_top1" in res:
+        print(format_table([{"class": c, "top1": a} for c, a in res["per_class_top1"].items()]))
     _write_json(args.json, res)
     return 0
 
 
 def _labelled_data(model, args):
     """(dataset of (image, label), classnames) from --dataset shapes / --data FOLDER / --cifar10 PATH."""
-    from . import data
     n_px = model.visual.input_resolution
     if args.data:
         ds = data.ImageFolder(args.data, image_size=n_px)
@@ -143,50 +140,60 @@ def _labelled_data(model, args):
     if args.cifar10:
         ds = data.CIFAR10(args.cifar10, train=False, image_size=n_px)
         return ds, ds.classes
-    from .train import ShapesLabels
     split = "heldout" if args.key == "pair" else "val"
     shapes = data.Shapes(split, length=args.size, image_size=n_px, seed=args.seed)
     return ShapesLabels(shapes, args.key), data.Shapes.classnames(args.key)
 
 
-def _eval_zeroshot(model, args):
-    from . import data
-    from .evaluate import zero_shot_classifier, zero_shot_eval
+def _classnames_for(folder_classes, given):
+    """Class names for the dataset's class indices: the dataset's own, or the given ones matched to them
+    (match_classnames); the folder-to-name mapping is printed whenever names were given."""
+    if not given:
+        return folder_classes
+    names, how = match_classnames(folder_classes, _split(given))
+    rule = {"name": "matched by name", "number": "folder k -> k-th name",
+            "order": "in sorted-folder order: check that this is what you meant"}[how]
+    print(f"class names ({rule}):")
+    for folder, name in zip(folder_classes, names):
+        print(f"  {folder} -> {name}")
+    return names
+
+
+def _templates(args):
+    if not args.templates:
+        return data.TEMPLATES.get(args.key, ["a photo of a {}."])
+    if args.templates == "cifar10":
+        return data.CIFAR10_TEMPLATES
+    return _split(args.templates, "|")
+
+
+def _eval_zeroshot(model, tokenizer, args):
     if args.dataset == "shapes" and not (args.data or args.cifar10) and args.key == "all":
-        from .train import shapes_zeroshot
         evals = {s: data.Shapes(s, length=args.size, image_size=model.visual.input_resolution, seed=args.seed)
                  for s in ("val", "heldout")}
-        return shapes_zeroshot(model, evals)
+        return shapes_zeroshot(model, evals, tokenizer)
     if args.key == "all":
         args.key = "shape"
-    ds, classnames = _labelled_data(model, args)
-    if args.classnames:
-        classnames = [c.strip() for c in args.classnames.split(",")]
-    templates = [t.strip() for t in args.templates.split("|")] if args.templates else \
-        data.TEMPLATES.get(args.key, ["a photo of a {}."])
-    clf = zero_shot_classifier(model, classnames, templates)
+    ds, classes = _labelled_data(model, args)
+    classnames = _classnames_for(classes, args.classnames)
+    clf = zero_shot_classifier(model, classnames, _templates(args), tokenizer=tokenizer)
     res = zero_shot_eval(model, data.DataLoader(ds, batch_size=256), clf)
-    return {"top1": res["top1"], "top5": res["top5"], "n": res["n"], "classes": len(classnames)}
+    per_class = {c: (None if np.isnan(a) else float(a)) for c, a in zip(classnames, res["per_class_top1"])}
+    return {"top1": res["top1"], "top5": res["top5"], "n": res["n"], "classes": len(classnames),
+            "per_class_top1": per_class}
 
 
-def _eval_retrieval(model, args):
-    from . import data
-    from .evaluate import encode_dataset, retrieval_metrics
+def _eval_retrieval(model, tokenizer, args):
     if not args.data:
         raise ValueError("eval retrieval needs --data CSV (image paths and captions)")
     ds = data.CsvImageText(args.data, img_key=args.csv_img_key, caption_key=args.csv_caption_key,
                            sep=args.csv_separator, image_size=model.visual.input_resolution)
-    from .tokenizer import tokenize_fn_for
-    loader = data.DataLoader(ds, batch_size=256, tokenize_fn=tokenize_fn_for(model.vocab_size, model.context_length))
+    loader = data.DataLoader(ds, batch_size=256, tokenize_fn=text_tokenize_fn(model, tokenizer, ds.captions))
     img, txt = encode_dataset(model, loader, what="both")
     return retrieval_metrics(img, txt)
 
 
 def _eval_linear_probe(model, args):
-    import numpy as np
-
-    from . import data
-    from .evaluate import encode_dataset, linear_probe
     if args.key == "all":
         args.key = "shape"
     ds, _ = _labelled_data(model, args)
@@ -199,14 +206,14 @@ def _eval_linear_probe(model, args):
 
 
 def cmd_classify(args):
-    import numpy as np
-    model = load_model(args.checkpoint)
-    labels = [s.strip() for s in args.labels.split(",") if s.strip()]
+    model, tokenizer = load_model(args.checkpoint)
+    labels = _split(args.labels)
     if len(labels) < 2:
         raise ValueError("--labels needs at least two comma-separated labels")
     img = _encode_images(model, _load_images(args.images, model.visual.input_resolution))
-    txt = _encode_texts(model, labels)
-    probs = np.exp(100 * img @ txt.T)
+    txt = _encode_texts(model, tokenizer, labels)
+    logits = MAX_LOGIT_SCALE * img @ txt.T     # the released models' learned scale sits at the clamp
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     for path, p in zip(args.images, probs):
         best = np.argsort(-p)[:3]
@@ -215,8 +222,7 @@ def cmd_classify(args):
 
 
 def cmd_search(args):
-    import numpy as np
-    model = load_model(args.checkpoint)
+    model, tokenizer = load_model(args.checkpoint)
     paths = _image_paths(args.images)
     cache = os.path.join(args.images, ".minclip-embeddings.npz")
     key = f"{os.path.abspath(args.checkpoint)}:{os.path.getmtime(args.checkpoint)}"
@@ -228,13 +234,10 @@ def cmd_search(args):
     if feats is None:
         feats = _encode_images(model, _load_images(paths, model.visual.input_resolution))
         np.savez(cache, key=key, paths=np.array(paths), features=feats)
-    scores = feats @ _encode_texts(model, [args.query])[0]
+    scores = feats @ _encode_texts(model, tokenizer, [args.query])[0]
     top = np.argsort(-scores)[:args.k]
     for rank, i in enumerate(top, 1):
         print(f"{rank:2d}. {scores[i]:.3f}  {paths[i]}")
-    from PIL import Image
-
-    from .plots import image_grid
     imgs = [np.asarray(Image.open(paths[i]).convert("RGB").resize((128, 128))) for i in top]
     out = image_grid(imgs, [f"{scores[i]:.3f}" for i in top], args.out or "search.png")
     print(f"wrote {out}")
@@ -242,7 +245,6 @@ def cmd_search(args):
 
 
 def cmd_plot(args):
-    from .plots import plot_curves
     path = os.path.join(args.run_dir, "metrics.jsonl")
     if not os.path.exists(path):
         raise FileNotFoundError(f"no metrics.jsonl in {args.run_dir} (is it a run folder from `minclip train`?)")
@@ -252,35 +254,13 @@ def cmd_plot(args):
 
 # ----------------------------------------------------------------------------- the parser
 def _add_train_args(p):
-    from .train import TrainConfig
-    d = TrainConfig()
-    p.add_argument("--dataset", choices=["shapes", "csv"], default=d.dataset)
-    p.add_argument("--train-data", help="CSV of image paths and captions (--dataset csv)")
-    p.add_argument("--val-data", help="CSV for retrieval evaluation (--dataset csv)")
-    p.add_argument("--csv-img-key", default=d.csv_img_key)
-    p.add_argument("--csv-caption-key", default=d.csv_caption_key)
-    p.add_argument("--csv-separator", default=d.csv_separator)
-    p.add_argument("--model", default=d.model, help="config name, e.g. tiny-vit, tiny-rn, ViT-B-32")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--wd", type=float, default=d.wd)
-    p.add_argument("--warmup", type=int, default=d.warmup)
-    p.add_argument("--grad-clip", type=float, default=d.grad_clip)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--train-size", type=int, default=d.train_size, help="Shapes pairs per epoch")
-    p.add_argument("--eval-size", type=int, default=d.eval_size, help="Shapes images per evaluation split")
-    p.add_argument("--context-length", type=int, default=d.context_length, help="caption tokens in training")
-    p.add_argument("--workers", type=int, default=d.workers)
-    p.add_argument("--backend", choices=["numpy", "cupy"], default=d.backend)
-    p.add_argument("--logs", default=d.logs)
-    p.add_argument("--name", default=d.name)
-    p.add_argument("--resume", help="checkpoint to continue from")
-    p.add_argument("--pretrained", help="checkpoint whose weights start a new (fine-tuning) run")
-    p.add_argument("--overfit-batch", type=int, default=0, metavar="N",
-                   help="sanity check: train on one fixed batch of N pairs; the loss must fall towards 0")
-    p.add_argument("--log-every", type=int, default=d.log_every)
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    """One --flag per TrainConfig field, with its default and help text."""
+    for f in fields(TrainConfig):
+        flag, extra = "--" + f.name.replace("_", "-"), dict(f.metadata)
+        if f.type is bool:  # a switch that is on by default: --no-progress turns it off
+            p.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false", **extra)
+        else:
+            p.add_argument(flag, type=f.type, default=f.default, **extra)
 
 
 def _add_eval_data_args(p):
@@ -299,7 +279,7 @@ def build_parser():
     p.add_argument("--version", action="version", version=f"minclip {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train a CLIP (default: tiny-vit on Shapes, ~11 min on 2 CPU cores)")
+    t = sub.add_parser("train", help="train a CLIP (default: tiny-vit on Shapes, a few minutes on 2 CPU cores)")
     _add_train_args(t)
     t.set_defaults(func=cmd_train)
 
@@ -309,8 +289,10 @@ def build_parser():
         q = esub.add_parser(task)
         _add_eval_data_args(q)
         if task == "zeroshot":
-            q.add_argument("--classnames", help="comma-separated class names (default: the dataset's)")
-            q.add_argument("--templates", help="'|'-separated prompt templates with {}, e.g. 'a photo of a {}.'")
+            q.add_argument("--classnames", help="comma-separated class names (default: the folder names); the "
+                                                "folder names in any order are matched by name")
+            q.add_argument("--templates", help="'|'-separated prompt templates with {}, e.g. 'a photo of a {}.', "
+                                               "or 'cifar10' for the paper's 18 CIFAR-10 templates")
         if task == "retrieval":
             q.add_argument("--csv-img-key", default="filepath")
             q.add_argument("--csv-caption-key", default="title")
@@ -341,12 +323,17 @@ def build_parser():
     return p
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    return f"minclip: warning: {message}\n"
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    warnings.formatwarning = _one_line_warning  # warnings for people, like the errors below
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, CheckpointError, backend.BackendError) as e:

@@ -13,13 +13,21 @@ Radford et al. (2021) evaluate CLIP three ways, and so do we:
 
 Every function accepts NumPy or CuPy arrays and returns NumPy arrays and Python floats.
 """
+import os
+import re
 import sys
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
 
-from . import backend
+from . import backend, data
+from . import functional as F
 from .autograd import Config, Tensor, no_grad
+from .nn import Parameter
+from .optim import Adam
+from .plots import plot_confusion, plot_similarity
+from .tokenizer import token_lengths, tokenizer_for
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -107,14 +115,30 @@ def encode_dataset(model, loader, what="image", progress=True):
     return np.concatenate(feats).astype(np.float32), np.concatenate(seconds)
 
 
-def _normalize(x, eps=1e-12):
-    """Unit-length rows (any backend)."""
+def normalize_rows(x, eps=1e-12):
+    """Unit-length rows of an array (any backend): what l2_normalize does to Tensors, for raw features."""
     xp = backend.get_array_module(x)
     return x / xp.maximum(xp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
 # ----------------------------------------------------------------------------- zero-shot
-def zero_shot_classifier(model, classnames, templates, tokenize_fn=None, batch_size=256):
+def text_tokenize_fn(model, tokenizer=None, texts=()):
+    """texts -> int64 (n, model.context_length) tokens with the model's tokenizer (default: the one
+    tokenizer_for assumes), truncating at the model's context. Warns once, naming the first, when any
+    of `texts` is longer than the captions the model was trained on (tokenizer.trained_length):
+    positions past that have untrained embeddings, so such prompts give unreliable features."""
+    tokenizer = tokenizer_for(model.vocab_size) if tokenizer is None else tokenizer
+    limit = tokenizer.trained_length or model.context_length
+    lengths = token_lengths(texts, tokenizer) if len(texts) else np.zeros(0, np.int64)
+    if (lengths > limit).any():
+        i = int(np.argmax(lengths > limit))
+        warnings.warn(f"{int((lengths > limit).sum())} prompt(s) are longer than the {limit} tokens the model was "
+                      f"trained on, e.g. {texts[i]!r} ({lengths[i]} tokens); shorten them or train with longer "
+                      "captions", stacklevel=2)
+    return lambda batch: tokenizer(batch, context_length=model.context_length, truncate=True)
+
+
+def zero_shot_classifier(model, classnames, templates, tokenizer=None, tokenize_fn=None, batch_size=256):
     """Class embeddings from prompts, with prompt ensembling (Section 3.1.4).
 
     For each class c: w_c = normalise(mean_t normalise(encode_text(template_t.format(c)))).
@@ -122,27 +146,24 @@ def zero_shot_classifier(model, classnames, templates, tokenize_fn=None, batch_s
     so the averaged class embeddings are computed once and cost nothing per image.
 
     classnames: C strings; templates: T format strings with one "{}".
-    tokenize_fn: list of strings -> int tokens (n, L); defaults to
-        minclip.tokenize(texts, context_length=model.context_length, truncate=True) with the
-        tokenizer built for the model's vocabulary (minclip.tokenizer.tokenizer_for).
+    tokenizer: the model's SimpleTokenizer (from load_checkpoint or the training run); default
+        tokenizer_for(model.vocab_size). tokenize_fn: list of str -> int tokens (n, L), overrides it.
     Returns NumPy float32 (D, C): image features @ classifier gives the logits.
     """
     classnames, templates = list(classnames), list(templates)
     if not classnames or not templates:
         raise ValueError("zero_shot_classifier: need at least one class name and one template")
-    if tokenize_fn is None:
-        from .tokenizer import tokenize_fn_for
-        tokenize_fn = tokenize_fn_for(model.vocab_size, model.context_length)
-
     texts = [t.format(c) for c in classnames for t in templates]  # class-major: (C * T,)
+    if tokenize_fn is None:
+        tokenize_fn = text_tokenize_fn(model, tokenizer, texts)
     feats = []
     with no_grad(), _eval_mode(model):
         for i in range(0, len(texts), batch_size):
             tokens = backend.to_numpy(tokenize_fn(texts[i:i + batch_size]))
             feats.append(backend.to_numpy(_encode(model, "text", tokens)))  # trims padding per batch
-    emb = _normalize(np.concatenate(feats).astype(np.float64))      # (C * T, D), unit rows
+    emb = normalize_rows(np.concatenate(feats).astype(np.float64))      # (C * T, D), unit rows
     emb = emb.reshape(len(classnames), len(templates), -1).mean(1)  # (C, D), average over templates
-    return _normalize(emb).T.astype(np.float32)                     # (D, C)
+    return normalize_rows(emb).T.astype(np.float32)                     # (D, C)
 
 
 def accuracy(logits, labels, topk=(1, 5)):
@@ -162,7 +183,7 @@ def accuracy(logits, labels, topk=(1, 5)):
 
 def zero_shot_scores(image_features, labels, classifier, topk=(1, 5)):
     """zero_shot_eval on features already computed: image_features (N, D), labels (N,), classifier (D, C)."""
-    feats = _normalize(backend.to_numpy(image_features).astype(np.float32))
+    feats = normalize_rows(backend.to_numpy(image_features).astype(np.float32))
     classifier = backend.to_numpy(classifier).astype(np.float32)
     labels = backend.to_numpy(labels).astype(np.int64)
     n_classes = classifier.shape[1]
@@ -172,7 +193,10 @@ def zero_shot_scores(image_features, labels, classifier, topk=(1, 5)):
     preds = logits.argmax(axis=1)
     confusion = np.zeros((n_classes, n_classes), np.int64)           # rows: true class, columns: predicted
     np.add.at(confusion, (labels, preds), 1)
-    return dict(accuracy(logits, labels, topk), preds=preds, labels=labels, confusion=confusion, n=len(labels))
+    with np.errstate(invalid="ignore"):                              # a class without images gets NaN
+        per_class = confusion.diagonal() / confusion.sum(axis=1)
+    return dict(accuracy(logits, labels, topk), preds=preds, labels=labels, confusion=confusion,
+                per_class_top1=per_class, n=len(labels))
 
 
 def zero_shot_eval(model, loader, classifier, topk=(1, 5), progress=True):
@@ -180,7 +204,7 @@ def zero_shot_eval(model, loader, classifier, topk=(1, 5), progress=True):
 
     loader: yields (images (B, 3, R, R), labels int (B,)); classifier: (D, C) from zero_shot_classifier.
     Returns dict(top1=, top5=, ... floats, preds int (N,), labels int (N,),
-    confusion int (C, C) with rows true and columns predicted classes, n=N).
+    confusion int (C, C) with rows true and columns predicted classes, per_class_top1 float (C,), n=N).
     """
     feats, labels = encode_dataset(model, loader, "image", progress=progress)
     return zero_shot_scores(feats, labels, classifier, topk)
@@ -213,8 +237,8 @@ def retrieval_metrics(image_features, text_features, ks=(1, 5, 10), text_to_imag
     (fractions in [0, 1]; mean_recall averages all of them). Ties between equal scores
     are broken by index, so a collapsed model (all features equal) does not look perfect.
     """
-    img = _normalize(backend.asarray(image_features).astype(np.float32))
-    txt = _normalize(backend.asarray(text_features).astype(np.float32))
+    img = normalize_rows(backend.asarray(image_features).astype(np.float32))
+    txt = normalize_rows(backend.asarray(text_features).astype(np.float32))
     n_img, n_txt = img.shape[0], txt.shape[0]
     if text_to_image is None:
         if n_img != n_txt:
@@ -257,10 +281,6 @@ def _fit_logreg(x, y, n_classes, weight_decay, epochs, lr, seed):
     Minimises mean cross-entropy + weight_decay / 2 * ||W||^2 (the bias is not penalised).
     Returns (W (C, D), b (C,)) as backend arrays.
     """
-    from . import functional as F
-    from .nn import Parameter
-    from .optim import Adam
-
     rng = np.random.default_rng(seed)
     # The problem is convex, so the start hardly matters; a seeded draw keeps runs bit-identical.
     W = Parameter(backend.asarray(rng.normal(0, 0.01, (n_classes, x.shape[1])), dtype=x.dtype))
@@ -281,12 +301,10 @@ def _fit_logreg(x, y, n_classes, weight_decay, epochs, lr, seed):
 
 def _probe_scores(W, b, x, y):
     """(accuracy, mean cross-entropy) of the linear classifier on (x, y)."""
-    xp = backend.get_array_module(x)
-    logits = x @ W.T + b                                               # (N, C)
-    logits = logits - logits.max(axis=1, keepdims=True)
-    logp = logits - xp.log(xp.exp(logits).sum(axis=1, keepdims=True))
-    acc = float((logits.argmax(axis=1) == y).mean())
-    return acc, float(-logp[xp.arange(len(y)), y].mean())
+    logits = Tensor(x @ W.T + b)                                       # (N, C)
+    with no_grad():
+        loss = F.cross_entropy(logits, y)
+    return float((logits.data.argmax(axis=1) == y).mean()), float(loss.data)
 
 
 def linear_probe(train_x, train_y, val_x, val_y, test_x=None, test_y=None,
@@ -367,3 +385,79 @@ def format_table(rows, floatfmt=".4f"):
         return "  ".join(s.rjust(w) if num else s.ljust(w) for s, w, num in zip(cells, widths, numeric)).rstrip()
     out = [line([str(c) for c in cols]), "  ".join("-" * w for w in widths)]
     return "\n".join(out + [line(b) for b in body])
+
+
+# ----------------------------------------------------------------------------- class names of a labelled folder
+def _plain_name(name):
+    return re.sub(r"[\s_\-]+", " ", name).strip().lower()
+
+
+def match_classnames(folder_classes, classnames):
+    """Align class names a person typed with the class indices of an image folder.
+
+    folder_classes: the folder names in class-index order (ImageFolder.classes, sorted).
+    classnames: the names to put in prompts, in any order. Matching, first rule that applies:
+      1. the same names as the folders (case, "_" and "-" ignored), in any order -> matched by name;
+      2. folders named 0, 1, ..., C-1 -> folder "k" gets classnames[k];
+      3. otherwise, the same count -> folder i gets classnames[i] in sorted-folder order (reported).
+    Returns (names aligned with folder_classes, "name" | "number" | "order").
+    Raises ValueError when the counts differ.
+    """
+    folder_classes, classnames = list(folder_classes), list(classnames)
+    if len(classnames) != len(folder_classes):
+        raise ValueError(f"{len(classnames)} class names for {len(folder_classes)} class folders "
+                         f"({', '.join(folder_classes)}); give one name per folder")
+    by_name = {_plain_name(c): c for c in classnames}
+    if len(by_name) == len(classnames) and set(by_name) == {_plain_name(f) for f in folder_classes}:
+        return [by_name[_plain_name(f)] for f in folder_classes], "name"
+    if sorted(folder_classes, key=lambda f: (len(f), f)) == [str(k) for k in range(len(folder_classes))]:
+        return [classnames[int(f)] for f in folder_classes], "number"
+    return classnames, "order"
+
+
+# ----------------------------------------------------------------------------- Shapes
+class ShapesLabels:
+    """A Shapes split as (image, class index) pairs for one attribute: "shape", "colour" or "pair"."""
+    def __init__(self, shapes, key):
+        self.shapes, self.labels = shapes, shapes.labels(key)
+
+    def __len__(self):
+        return len(self.shapes)
+
+    def __getitem__(self, i):
+        return self.shapes[i][0], int(self.labels[i])
+
+
+def shapes_zeroshot(model, evals, tokenizer=None, batch_size=256, details=None):
+    """Zero-shot top-1 on Shapes: shape and colour on the val split, and colour-shape pairs on
+    the held-out split, whose pairs never appear together in training (Section 3.1 style prompts).
+    evals: {"val": Shapes, "heldout": Shapes}. Each split is encoded once.
+    `details`, if a dict, receives the full zero_shot_scores per key."""
+    out, feats = {}, {}
+    for key, split in (("shape", "val"), ("colour", "val"), ("pair", "heldout")):
+        if split not in feats:
+            loader = data.DataLoader(ShapesLabels(evals[split], "shape"), batch_size=batch_size)
+            feats[split] = encode_dataset(model, loader, progress=False)[0]
+        classnames = data.Shapes.classnames(key)
+        clf = zero_shot_classifier(model, classnames, data.TEMPLATES[key], tokenizer=tokenizer)
+        res = zero_shot_scores(feats[split], evals[split].labels(key), clf)
+        name = "pair_heldout" if key == "pair" else key
+        out[f"zeroshot/{name}_top1"] = res["top1"]
+        out[f"zeroshot/{name}_chance"] = 1 / len(classnames)
+        if details is not None:
+            details[key] = res
+    return out
+
+
+def shapes_plots(model, tokenizer, val, run_dir, shape_confusion, n=8):
+    """similarity.png (Figure 1's image-text matrix on n pairs of the Shapes split `val`) and
+    confusion.png (zero-shot shapes); returns their paths."""
+    images = np.stack([val[i][0] for i in range(n)])
+    captions = [val[i][1] for i in range(n)]
+    with no_grad(), _eval_mode(model):
+        img = normalize_rows(model.encode_image(images).numpy())
+        txt = normalize_rows(model.encode_text(tokenizer(captions, model.context_length)).numpy())
+    sim_path = plot_similarity(np.stack([np.asarray(val.render(i)) for i in range(n)]), captions, txt @ img.T,
+                               os.path.join(run_dir, "similarity.png"))
+    conf_path = plot_confusion(shape_confusion, data.Shapes.classnames("shape"), os.path.join(run_dir, "confusion.png"))
+    return [sim_path, conf_path]

@@ -16,13 +16,13 @@ References: Sennrich et al. 2016, "Neural Machine Translation of Rare Words with
 
 Which merges file is used
 -------------------------
-`SimpleTokenizer(bpe_path=None)` never downloads anything. It looks for
-  1. OpenAI's `bpe_simple_vocab_16e6.txt.gz` inside an installed `clip` or `open_clip` package
-     (48,894 merges -> vocab_size 49,408, the ids of the released CLIP checkpoints), else
-  2. minclip's own small `bpe_shapes.txt.gz` shipped next to this file (trained with `train_bpe`
-     on the built-in shapes captions, so a from-scratch model gets a small embedding table).
-`default_bpe_path(kind)` picks one explicitly: kind="openai", "minclip" or "auto" (the order above).
-Note the two files give different ids: a model must be used with the vocabulary it was built for.
+A model must be used with the vocabulary it was trained with. `minclip train` learns merges on the
+run's own captions (`learn_merges`) and stores them in every checkpoint, so a checkpoint alone is
+enough to tokenize for its model. Named merges files (nothing is ever downloaded):
+  "openai":  OpenAI's `bpe_simple_vocab_16e6.txt.gz` (48,894 merges -> 49,408 ids, the ids of the
+             released checkpoints), found inside an installed `clip` or `open_clip` package or in
+             the cache folder `$MINCLIP_CACHE` (default ~/.cache/minclip);
+  "shapes":  minclip's small `bpe_shapes.txt.gz`, learnt on the built-in Shapes captions.
 
 Merges file format: an optional first line containing "#version" (a header, skipped), then one
 merge "a b" per line in priority order. Plain text or gzip (detected from the bytes, not the name).
@@ -45,8 +45,9 @@ SOT, EOT = "<|startoftext|>", "<|endoftext|>"
 # Whitespace matches nothing, so it is dropped; decode() puts a space after every word instead.
 PATTERN = re.compile(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
                      re.IGNORECASE)
+OPENAI_VOCAB_SIZE = 512 + MAX_MERGES + 2  # 49,408: the vocabulary of every released CLIP
 _OPENAI_FILE = "bpe_simple_vocab_16e6.txt.gz"
-_MINCLIP_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpe_shapes.txt.gz")
+_SHAPES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpe_shapes.txt.gz")
 
 
 @functools.lru_cache()
@@ -109,30 +110,36 @@ def _find_package_file(package, filename):
     return None
 
 
-def default_bpe_path(kind="auto"):
-    """Path of a merges file found on this machine (nothing is ever downloaded).
+def cache_dir():
+    """The folder where minclip looks for files it never downloads: $MINCLIP_CACHE or ~/.cache/minclip."""
+    return os.environ.get("MINCLIP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "minclip")
 
-    kind="openai":  OpenAI's file inside an installed `clip` or `open_clip` package.
-    kind="minclip": the small file shipped with minclip (minclip/bpe_shapes.txt.gz).
-    kind="auto":    "openai" if found, else "minclip".
-    Raises FileNotFoundError naming every place searched.
+
+def default_bpe_path(kind="auto"):
+    """Path of a named merges file found on this machine (nothing is ever downloaded).
+
+    kind="openai": OpenAI's file, inside an installed `clip` or `open_clip` package or in cache_dir().
+    kind="shapes": the small file learnt on Shapes captions, shipped with minclip.
+    kind="auto":   "openai" if found, else "shapes".
+    Raises FileNotFoundError saying where to put the file.
     """
-    if kind not in ("auto", "openai", "minclip"):
-        raise ValueError(f"default_bpe_path: kind must be 'auto', 'openai' or 'minclip', got {kind!r}")
-    searched = []
+    if kind not in ("auto", "openai", "shapes"):
+        raise ValueError(f"default_bpe_path: kind must be 'auto', 'openai' or 'shapes', got {kind!r}")
     if kind in ("auto", "openai"):
         for package in ("clip", "open_clip"):
             path = _find_package_file(package, _OPENAI_FILE)
             if path:
                 return path
-            searched.append(f"{_OPENAI_FILE} in an installed '{package}' package")
-    if kind in ("auto", "minclip"):
-        if os.path.isfile(_MINCLIP_FILE):
-            return _MINCLIP_FILE
-        searched.append(_MINCLIP_FILE)
-    raise FileNotFoundError("no BPE merges file found; searched: " + "; ".join(searched) +
-                            ". Install OpenAI's `clip` (or `open_clip`), or make one with "
-                            "minclip.tokenizer.train_bpe(captions, vocab_size, path) and pass bpe_path=path.")
+        path = os.path.join(cache_dir(), _OPENAI_FILE)
+        if os.path.isfile(path):
+            return path
+        if kind == "openai":
+            raise FileNotFoundError(
+                f"OpenAI's BPE merges file {_OPENAI_FILE} was not found: put it at {path} (it ships inside "
+                f"OpenAI's `clip` package as clip/{_OPENAI_FILE}, and in open_clip) or install `clip` or `open_clip`")
+    if not os.path.isfile(_SHAPES_FILE):
+        raise FileNotFoundError(f"minclip's merges file {_SHAPES_FILE} is missing: reinstall minclip")
+    return _SHAPES_FILE
 
 
 def read_merges(path):
@@ -141,7 +148,12 @@ def read_merges(path):
         data = f.read()
     if data[:2] == b"\x1f\x8b":  # gzip magic number
         data = gzip.decompress(data)
-    lines = data.decode("utf-8").split("\n")
+    return read_merges_text(data.decode("utf-8"), path)
+
+
+def read_merges_text(text, source="merges"):
+    """The text of a merges file -> list of (str, str) pairs; `source` names it in errors."""
+    lines = text.split("\n")
     while lines and not lines[-1].strip():  # the trailing newline leaves an empty last line
         lines.pop()
     # OpenAI's own file starts with '"bpe_simple_vocab_16e6.txt#version: 0.2' (a gzip artefact), and
@@ -152,7 +164,7 @@ def read_merges(path):
     for lineno, line in enumerate(lines[start:start + MAX_MERGES], start=start + 1):
         parts = line.split()
         if len(parts) != 2:
-            raise ValueError(f"merges file {path}, line {lineno}: expected two space-separated symbols "
+            raise ValueError(f"merges file {source}, line {lineno}: expected two space-separated symbols "
                              f"like 'h e', got {line!r}")
         merges.append((parts[0], parts[1]))
     return merges
@@ -165,15 +177,24 @@ class SimpleTokenizer:
     256 with "</w>" appended (a word ending in that byte), one entry per merge (the two symbols
     joined), then "<|startoftext|>" and "<|endoftext|>". So vocab_size = 512 + n_merges + 2.
 
-    Attributes: encoder {str: int}, decoder {int: str}, bpe_ranks {(str, str): rank},
+    bpe_path: a merges file (default: default_bpe_path("auto")), or merges: a list of (str, str) pairs
+    in rank order, e.g. from learn_merges or a checkpoint. trained_length: the longest token row
+    (SOT and EOT included) the model was trained on, if known; prompts longer than it reach
+    positions whose embeddings never learnt anything (tokenize warns).
+    Attributes: encoder {str: int}, decoder {int: str}, bpe_ranks {(str, str): rank}, merges,
     byte_encoder {int: str}, byte_decoder {str: int}, sot_token, eot_token (ints), vocab_size.
     """
 
-    def __init__(self, bpe_path=None, cache_size=100_000):
-        self.bpe_path = default_bpe_path("auto") if bpe_path is None else os.fspath(bpe_path)
+    def __init__(self, bpe_path=None, cache_size=100_000, merges=None, trained_length=None):
+        if merges is None:
+            self.bpe_path = default_bpe_path("auto") if bpe_path is None else os.fspath(bpe_path)
+            merges = read_merges(self.bpe_path)
+        else:
+            self.bpe_path = None
+            merges = [tuple(m) for m in merges]
+        self.merges, self.trained_length = merges, trained_length
         self.byte_encoder = bytes_to_unicode()
         self.byte_decoder = {v: k for k, v in self.byte_encoder.items()}
-        merges = read_merges(self.bpe_path)
         vocab = list(self.byte_encoder.values())
         vocab = vocab + [v + "</w>" for v in vocab]
         vocab += ["".join(m) for m in merges]
@@ -221,13 +242,17 @@ class SimpleTokenizer:
             ids.extend(self.encoder[symbol] for symbol in self.bpe(word).split(" "))
         return ids
 
-    def decode(self, tokens, skip_special_tokens=True):
+    def __call__(self, texts, context_length=77, truncate=True):
+        """tokenize(texts, context_length, truncate, tokenizer=self): how loaders and evaluation call it."""
+        return tokenize(texts, context_length, truncate=truncate, tokenizer=self)
+
+    def decode(self, tokens, skip_special_tokens=False):
         """Sequence of ids (list or 1-D array) -> str, e.g. [320, 1125] -> "a photo ".
 
         Like OpenAI's decode, every end of word becomes a space, so the result has a trailing space
-        and pre-tokens come back space-separated ("it's" -> "it 's "). With skip_special_tokens
-        (the default) <|startoftext|> is dropped and decoding stops at the first <|endoftext|>,
-        so a padded row of tokenize() decodes to its caption; False renders them as text like OpenAI.
+        and pre-tokens come back space-separated ("it's" -> "it 's "), and <|startoftext|> and
+        <|endoftext|> are rendered as text. skip_special_tokens=True drops <|startoftext|> and stops
+        at the first <|endoftext|>, so a padded row of tokenize() decodes to its caption alone.
         Bytes that do not form valid UTF-8 (e.g. half a cut-off emoji) become U+FFFD.
         """
         symbols = []
@@ -263,27 +288,9 @@ def _merge_word(word, pair):
     return tuple(out)
 
 
-def train_bpe(texts, vocab_size, path):
-    """Learn byte-level BPE merges from captions and write a merges file; returns `path`.
-
-    texts: iterable of str. vocab_size: total ids wanted = 512 + n_merges + 2 (so >= 514).
-    Uses the tokenizer's own cleaning, pre-tokenisation, byte table and "</w>" convention, so the
-    merges apply directly in SimpleTokenizer. Sennrich et al.'s algorithm on word counts: merge the
-    most frequent adjacent pair (ties: the lexicographically smallest pair, for determinism) until
-    vocab_size is reached or every word is a single symbol. A path ending in ".gz" is written
-    gzipped with mtime=0, so the same inputs give byte-identical files.
-    """
-    if vocab_size < 514:
-        raise ValueError(f"train_bpe: vocab_size must be >= 514 (256 bytes + 256 bytes with </w> + "
-                         f"<|startoftext|> + <|endoftext|>), got {vocab_size}")
-    if vocab_size > MAX_MERGES + 514:
-        raise ValueError(f"train_bpe: vocab_size must be <= {MAX_MERGES + 514} (SimpleTokenizer reads at most "
-                         f"{MAX_MERGES} merges, like OpenAI's), got {vocab_size}")
-    if isinstance(texts, str):
-        texts = [texts]
-    byte_encoder = bytes_to_unicode()
-
-    # Word frequencies. Captions repeat a lot, so clean each distinct caption once (ftfy is slow).
+def _word_counts(texts, byte_encoder):
+    """{byte-encoded word: count} over the captions. Captions repeat a lot, so each distinct caption
+    is cleaned once (ftfy is slow)."""
     caption_counts = {}
     for t in texts:
         caption_counts[t] = caption_counts.get(t, 0) + 1
@@ -292,6 +299,27 @@ def train_bpe(texts, vocab_size, path):
         for w in _words(clean(caption), byte_encoder):
             if w not in (SOT, EOT):  # special tokens are never split, so they teach no merges
                 word_counts[w] = word_counts.get(w, 0) + n
+    return word_counts
+
+
+def learn_merges(texts, vocab_size):
+    """Learn byte-level BPE merges from captions: list of (str, str) pairs in rank order.
+
+    texts: iterable of str. vocab_size: total ids wanted = 512 + n_merges + 2 (so >= 514).
+    Uses the tokenizer's own cleaning, pre-tokenisation, byte table and "</w>" convention, so the
+    merges apply directly in SimpleTokenizer. Sennrich et al.'s algorithm on word counts: merge the
+    most frequent adjacent pair (ties: the lexicographically smallest pair, for determinism) until
+    vocab_size is reached or every word is a single symbol.
+    """
+    if vocab_size < 514:
+        raise ValueError(f"learn_merges: vocab_size must be >= 514 (256 bytes + 256 bytes with </w> + "
+                         f"<|startoftext|> + <|endoftext|>), got {vocab_size}")
+    if vocab_size > MAX_MERGES + 514:
+        raise ValueError(f"learn_merges: vocab_size must be <= {MAX_MERGES + 514} (SimpleTokenizer reads at most "
+                         f"{MAX_MERGES} merges, like OpenAI's), got {vocab_size}")
+    if isinstance(texts, str):
+        texts = [texts]
+    word_counts = _word_counts(texts, bytes_to_unicode())
     words = [tuple(w[:-1]) + (w[-1] + "</w>",) for w in word_counts]  # as symbol tuples
     freqs = list(word_counts.values())
 
@@ -323,11 +351,20 @@ def train_bpe(texts, vocab_size, path):
         pair_counts.pop(best, None)
         # Stale entries in `where` (words that no longer contain a pair) are harmless: merging a
         # pair a word lacks leaves it unchanged, and its pairs are subtracted then re-added.
+    return merges
 
-    # No newline after the last merge: OpenAI's loader (split on "\n", then a slice) would read a
-    # trailing empty line as an extra vocabulary entry and shift <|startoftext|>/<|endoftext|> by one.
-    body = "\n".join(["#version: 0.2 minclip train_bpe"] + [f"{a} {b}" for a, b in merges])
-    path = os.fspath(path)
+
+def merges_text(merges):
+    """The text of a merges file for `merges`, header first. No newline after the last merge:
+    OpenAI's loader (split on "\n", then a slice) would read a trailing empty line as an extra
+    vocabulary entry and shift <|startoftext|>/<|endoftext|> by one."""
+    return "\n".join(["#version: 0.2 minclip train_bpe"] + [f"{a} {b}" for a, b in merges])
+
+
+def write_merges(merges, path):
+    """Write a merges file; a path ending in ".gz" is gzipped with mtime=0, so the same merges give
+    byte-identical files. Returns `path`."""
+    body, path = merges_text(merges), os.fspath(path)
     if path.endswith(".gz"):
         with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as f:
             f.write(body.encode("utf-8"))
@@ -337,22 +374,34 @@ def train_bpe(texts, vocab_size, path):
     return path
 
 
-@functools.lru_cache(maxsize=1)
-def _default_tokenizer():
-    return SimpleTokenizer()
+def train_bpe(texts, vocab_size, path):
+    """Learn merges from captions (learn_merges) and write them to a merges file; returns `path`."""
+    return write_merges(learn_merges(texts, vocab_size), path)
 
 
 @functools.lru_cache(maxsize=4)
+def get_tokenizer(name):
+    """A shared SimpleTokenizer for a named merges file ("openai", "shapes") or a merges file path."""
+    if name in ("openai", "shapes"):
+        return SimpleTokenizer(default_bpe_path(name))
+    if not os.path.isfile(name):
+        raise FileNotFoundError(f"tokenizer {name!r} is neither 'openai', 'shapes' nor an existing merges file")
+    return SimpleTokenizer(name)
+
+
 def tokenizer_for(vocab_size):
-    """The tokenizer a model with `vocab_size` token embeddings was built for: OpenAI's merges for
-    the released checkpoints (49,408 ids), minclip's shipped small merges for everything else.
-    minclip's own training and evaluation code tokenizes through this, so a small model never
-    receives ids from the big vocabulary just because a `clip` package happens to be installed."""
-    tok = SimpleTokenizer(default_bpe_path("openai" if vocab_size == 49408 else "minclip"))
+    """The tokenizer to assume for weights that carry none (an old checkpoint, a bare state_dict):
+    OpenAI's merges for OpenAI's 49,408-id vocabulary, the Shapes merges for any other size."""
+    tok = get_tokenizer("openai" if vocab_size == OPENAI_VOCAB_SIZE else "shapes")
     if tok.vocab_size > vocab_size:
         raise ValueError(f"tokenizer_for: the merges file {tok.bpe_path} gives {tok.vocab_size} ids but the model "
                          f"has only {vocab_size} token embeddings")
     return tok
+
+
+def token_lengths(texts, tokenizer):
+    """int64 (N,): the length of each text's token row, <|startoftext|> and <|endoftext|> included."""
+    return np.array([len(tokenizer.encode(t)) + 2 for t in texts], dtype=np.int64)
 
 
 def tokenize(texts, context_length=77, truncate=False, tokenizer=None):
@@ -361,7 +410,7 @@ def tokenize(texts, context_length=77, truncate=False, tokenizer=None):
     Row i is [sot] + encode(texts[i]) + [eot] followed by zeros. A caption longer than
     context_length raises ValueError unless truncate=True, which cuts it and keeps EOT as the
     last id (the text encoder reads its features at the EOT position, so it must be there).
-    tokenizer=None uses a shared SimpleTokenizer() (see default_bpe_path for which file).
+    tokenizer=None uses get_tokenizer of the "auto" merges file (see default_bpe_path).
     """
     if isinstance(texts, str):
         texts = [texts]
@@ -372,15 +421,14 @@ def tokenize(texts, context_length=77, truncate=False, tokenizer=None):
     if context_length < 2:
         raise ValueError(f"tokenize: context_length must be >= 2 (room for <|startoftext|> and <|endoftext|>), "
                          f"got {context_length}")
-    tok = _default_tokenizer() if tokenizer is None else tokenizer
+    tok = get_tokenizer(default_bpe_path("auto")) if tokenizer is None else tokenizer
     result = np.zeros((len(texts), context_length), dtype=np.int64)  # 0 pads; attention is causal, EOT read
     for i, text in enumerate(texts):
         ids = [tok.sot_token] + tok.encode(text) + [tok.eot_token]
         if len(ids) > context_length:
             if not truncate:
-                shown = text if len(text) <= 60 else text[:57] + "..."
-                raise ValueError(f"tokenize: text {shown!r} is {len(ids)} tokens long (with <|startoftext|> and "
-                                 f"<|endoftext|>) but context_length is {context_length}; "
+                raise ValueError(f"tokenize: text {_shorten(text)!r} is {len(ids)} tokens long (with <|startoftext|> "
+                                 f"and <|endoftext|>) but context_length is {context_length}; "
                                  f"use minclip.tokenize(..., truncate=True)")
             ids = ids[:context_length]
             ids[-1] = tok.eot_token
@@ -388,11 +436,9 @@ def tokenize(texts, context_length=77, truncate=False, tokenizer=None):
     return result
 
 
-def tokenize_fn_for(vocab_size, context_length):
-    """texts -> (N, context_length) ids with the tokenizer of a model with `vocab_size` embeddings,
-    truncating long captions (EOT kept): what minclip's loaders and evaluation feed a model."""
-    tok = tokenizer_for(vocab_size)
-    return lambda texts: tokenize(texts, context_length, truncate=True, tokenizer=tok)
+def _shorten(text, n=60):
+    return text if len(text) <= n else text[:n - 3] + "..."
 
 
-__all__ = ["SimpleTokenizer", "default_bpe_path", "tokenize", "tokenize_fn_for", "tokenizer_for", "train_bpe"]
+__all__ = ["OPENAI_VOCAB_SIZE", "SimpleTokenizer", "cache_dir", "default_bpe_path", "get_tokenizer", "learn_merges",
+           "merges_text", "read_merges", "read_merges_text", "token_lengths", "tokenize", "tokenizer_for", "train_bpe", "write_merges"]

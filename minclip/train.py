@@ -1,55 +1,77 @@
 """Training: the contrastive pre-training loop of Section 2.5, sized for a laptop CPU.
 
-`train(TrainConfig())` trains tiny-vit on the built-in Shapes dataset and
-returns the final zero-shot accuracies; `minclip train` is the same from the
-command line. Each step is Figure 3 of the paper followed by an AdamW update:
+`train(TrainConfig())` trains tiny-vit on the built-in Shapes dataset and returns the final
+zero-shot accuracies; `minclip train` is the same from the command line. Each step is Figure 3
+of the paper followed by an AdamW update:
 
     I_f, T_f = encode_image(images), encode_text(tokens)   # projections inside
     loss = clip_loss(I_f, T_f, logit_scale)                 # symmetric cross-entropy
     loss.backward(); clip grads; optimizer.step()
     logit_scale = clamp(logit_scale, 0, ln 100)             # "clipped ... to prevent ... > 100"
 
-A run folder (logs/NAME/) holds config.json, metrics.jsonl, checkpoints
-(latest.npz, written atomically every epoch and on Ctrl-C) and the plots.
+The tokenizer belongs to the run: BPE merges learnt on the training captions (unless --tokenizer
+names one), with the context length of the longest caption. A run folder (logs/NAME/) holds
+config.json, bpe.txt.gz, metrics.jsonl, checkpoints/latest.npz (weights, tokenizer, optimizer;
+written atomically every epoch and on Ctrl-C) and the plots.
 """
 import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+import warnings
+from dataclasses import asdict, dataclass, field, fields
 
-from . import backend
-from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from tqdm.auto import tqdm
+
+from . import backend, data
+from .checkpoint import CheckpointError, checkpoint_tokenizer, read_checkpoint, read_weights, save_checkpoint
+from .evaluate import encode_dataset, retrieval_metrics, shapes_plots, shapes_zeroshot
+from .loss import MAX_LOGIT_SCALE, clip_loss
+from .model import create_model
+from .optim import AdamW, CosineSchedule, clip_grad_norm_, param_groups_for_clip
+from .plots import plot_curves
+from .tokenizer import OPENAI_VOCAB_SIZE, SimpleTokenizer, get_tokenizer, learn_merges, token_lengths, write_merges
+
+
+def _opt(default, help, **argparse_kw):
+    """A TrainConfig field with the help text of its --flag (cli.py builds the flags from the fields)."""
+    return field(default=default, metadata=dict(help=help, **argparse_kw))
 
 
 @dataclass
 class TrainConfig:
-    model: str = "tiny-vit"          # a config name from minclip/configs (minclip.model.list_models())
-    dataset: str = "shapes"          # "shapes" (built in, procedural) or "csv" (open_clip's CSV format)
-    train_data: str = None           # CSV of image paths and captions, for --dataset csv
-    val_data: str = None             # optional CSV for retrieval evaluation, for --dataset csv
-    csv_img_key: str = "filepath"    # CSV column holding image paths
-    csv_caption_key: str = "title"   # CSV column holding captions
-    csv_separator: str = "\t"        # CSV field separator (open_clip's default is a tab)
-    train_size: int = 16384          # Shapes training pairs per epoch
-    eval_size: int = 512             # Shapes images per zero-shot evaluation split
-    epochs: int = 6                  # passes over the training set
-    batch_size: int = 128            # pairs per step; the loss contrasts each pair with the other B-1
-    lr: float = 1e-3                 # peak learning rate (small models take larger steps than the paper's 5e-4)
-    wd: float = 0.1                  # AdamW decoupled weight decay (not on gains, biases, embeddings, logit_scale)
-    warmup: int = 50                 # linear warm-up steps before the cosine decay
-    grad_clip: float = 1.0           # global gradient-norm clip; 0 disables
-    context_length: int = 16         # caption tokens per training example (Shapes captions need < 16)
-    seed: int = 0                    # one seed fixes init, data order and hence the whole run
-    workers: int = 2                 # background threads preparing batches
-    backend: str = "numpy"           # "numpy" (CPU) or "cupy" (GPU)
-    logs: str = "logs"               # parent folder of run folders
-    name: str = None                 # run folder name; default: model-dataset-timestamp
-    resume: str = None               # checkpoint to continue from (same config)
-    pretrained: str = None           # checkpoint whose weights start a new run (fine-tuning)
-    overfit_batch: int = 0           # >0: train on one fixed batch of this many pairs (sanity check)
-    log_every: int = 10              # steps between metrics.jsonl lines
-    progress: bool = True            # tqdm progress bars
+    model: str = _opt("tiny-vit", "config name from minclip/configs, e.g. tiny-vit, tiny-rn, ViT-B-32")
+    dataset: str = _opt("shapes", "built-in procedural Shapes, or a CSV of image paths and captions",
+                        choices=["shapes", "csv"])
+    train_data: str = _opt(None, "CSV of image paths and captions (--dataset csv)")
+    val_data: str = _opt(None, "CSV for retrieval evaluation after each epoch (--dataset csv)")
+    csv_img_key: str = _opt("filepath", "CSV column holding image paths")
+    csv_caption_key: str = _opt("title", "CSV column holding captions")
+    csv_separator: str = _opt("\t", "CSV field separator (open_clip's default is a tab)")
+    tokenizer: str = _opt(None, "BPE merges: learnt on the training captions unless 'openai', 'shapes' or a "
+                                "merges file is named (a model with OpenAI's vocabulary uses 'openai')")
+    context_length: int = _opt(0, "caption tokens per training example; 0: the longest training caption, "
+                                  "capped at the model's context length")
+    train_size: int = _opt(16384, "Shapes training pairs per epoch")
+    eval_size: int = _opt(512, "Shapes images per zero-shot evaluation split")
+    epochs: int = _opt(6, "passes over the training set")
+    batch_size: int = _opt(128, "pairs per step; the loss contrasts each pair with the other B-1")
+    lr: float = _opt(1e-3, "peak learning rate (small models take larger steps than the paper's 5e-4)")
+    wd: float = _opt(0.1, "AdamW decoupled weight decay (not on gains, biases, embeddings, logit_scale)")
+    warmup: int = _opt(50, "linear warm-up steps before the cosine decay")
+    grad_clip: float = _opt(1.0, "global gradient-norm clip; 0 disables")
+    cache_gb: float = _opt(2.0, "keep decoded, preprocessed training images in memory up to this many GB; 0: off")
+    seed: int = _opt(0, "one seed fixes init, data order and hence the whole run")
+    workers: int = _opt(2, "background threads preparing batches")
+    backend: str = _opt("numpy", "numpy (CPU) or cupy (GPU)", choices=["numpy", "cupy"])
+    logs: str = _opt("logs", "parent folder of run folders")
+    name: str = _opt(None, "run folder name; default: model-dataset-timestamp")
+    resume: str = _opt(None, "checkpoint to continue from (same config)")
+    pretrained: str = _opt(None, "weights that start a new run (fine-tuning); their tokenizer comes along")
+    overfit_batch: int = _opt(0, "sanity check: train on one fixed batch of N pairs; the loss must fall towards 0",
+                              metavar="N")
+    log_every: int = _opt(10, "steps between metrics.jsonl lines")
+    progress: bool = _opt(True, "tqdm progress bars and per-epoch lines")
 
 
 class TrainingDiverged(RuntimeError):
@@ -59,9 +81,6 @@ class TrainingDiverged(RuntimeError):
 # ----------------------------------------------------------------------------- one step
 def train_step(model, optimizer, images, tokens, grad_clip=1.0):
     """One optimisation step on a batch; returns (loss, grad_norm) as floats."""
-    from .loss import clip_loss
-    from .optim import clip_grad_norm_
-
     image_features = model.encode_image(images)      # I_f @ W_i   (B, embed_dim)
     text_features = model.encode_text(tokens)        # T_f @ W_t   (B, embed_dim)
     loss = clip_loss(image_features, text_features, model.logit_scale)
@@ -74,14 +93,13 @@ def train_step(model, optimizer, images, tokens, grad_clip=1.0):
     optimizer.step()
     # Section 2.5: the temperature is "clipped to prevent scaling the logits by more than 100"
     t = model.logit_scale.data
-    backend.get_array_module(t).clip(t, 0, math.log(100), out=t)  # in place: t stays a 0-d array
+    backend.get_array_module(t).clip(t, 0, math.log(MAX_LOGIT_SCALE), out=t)  # in place: stays a 0-d array
     return value, grad_norm
 
 
 # ----------------------------------------------------------------------------- data
 def build_data(cfg, image_size):
     """(train dataset, eval datasets dict) for the config."""
-    from . import data
     if cfg.dataset == "shapes":
         train = data.Shapes("train", length=cfg.train_size, image_size=image_size, seed=cfg.seed)
         evals = {"val": data.Shapes("val", length=cfg.eval_size, image_size=image_size, seed=cfg.seed),
@@ -93,9 +111,28 @@ def build_data(cfg, image_size):
         kw = dict(img_key=cfg.csv_img_key, caption_key=cfg.csv_caption_key, sep=cfg.csv_separator,
                   image_size=image_size)
         train = data.CsvImageText(cfg.train_data, **kw)
+        _check_images_exist(train)
         evals = {"val": data.CsvImageText(cfg.val_data, **kw)} if cfg.val_data else {}
         return train, evals
     raise ValueError(f"unknown dataset {cfg.dataset!r}; choose 'shapes' or 'csv'")
+
+
+def _check_images_exist(dataset):
+    """Fail at once, in one line, when no image listed in a CSV exists; warn when some are missing."""
+    missing = [p for p in dataset.images if not os.path.isfile(p)]
+    if dataset.images and len(missing) == len(dataset.images):
+        raise ValueError(f"none of the {len(missing)} images listed in {dataset.path} exists (first: {missing[0]}); "
+                         "image paths are read relative to the CSV file's folder")
+    if missing:
+        warnings.warn(f"{len(missing)} of the {len(dataset.images)} images listed in {dataset.path} do not exist "
+                      f"and are skipped (first: {missing[0]})", stacklevel=2)
+
+
+def captions_of(dataset):
+    """Every caption of a captioned dataset, without loading any image."""
+    if isinstance(dataset, data.Shapes):
+        return [dataset.caption(i) for i in range(len(dataset))]
+    return list(dataset.captions)
 
 
 class OneBatch:
@@ -110,75 +147,55 @@ class OneBatch:
         return self.items[i]
 
 
+# ----------------------------------------------------------------------------- the run's tokenizer
+def build_tokenizer(cfg, model, captions, stored=None):
+    """The run's tokenizer, its trained_length set from the captions.
+
+    stored (from --resume or --pretrained weights) wins: a model keeps the vocabulary it learnt.
+    Otherwise --tokenizer names one; otherwise OpenAI's merges for OpenAI's vocabulary and, for every
+    other model, merges learnt on the training captions up to the model's vocab_size.
+    """
+    if stored is not None:
+        tok = stored
+    elif cfg.tokenizer:
+        tok = get_tokenizer(cfg.tokenizer)
+    elif model.vocab_size == OPENAI_VOCAB_SIZE:
+        tok = get_tokenizer("openai")
+    else:
+        tok = SimpleTokenizer(merges=learn_merges(captions, model.vocab_size))
+    if tok.vocab_size > model.vocab_size:
+        raise ValueError(f"tokenizer {cfg.tokenizer or 'learnt'} has {tok.vocab_size} ids but model {cfg.model} "
+                         f"has {model.vocab_size} token embeddings; use a smaller merges file or a larger vocab_size")
+    if cfg.resume and stored is not None and stored.trained_length:
+        length = stored.trained_length
+    else:
+        length = context_length_for(cfg, model, tok, captions)
+    return SimpleTokenizer(merges=tok.merges, trained_length=length)  # a copy: shared tokenizers stay as they are
+
+
+def context_length_for(cfg, model, tokenizer, captions):
+    """--context-length, or the longest tokenized caption (SOT and EOT included), capped at the model's
+    context length; the captions still cut are reported once, with an example."""
+    lengths = token_lengths(captions, tokenizer)
+    length = cfg.context_length or int(lengths.max(initial=2))
+    length = min(length, model.context_length)
+    cut = lengths > length
+    if cut.any():
+        i = int(cut.argmax())
+        warnings.warn(f"{int(cut.sum())} of {len(captions)} training captions are longer than {length} tokens and "
+                      f"are cut at the end, e.g. {captions[i]!r} ({lengths[i]} tokens)", stacklevel=2)
+    return length
+
+
 # ----------------------------------------------------------------------------- evaluation during training
-class ShapesLabels:
-    """A Shapes split as (image, class index) pairs for one attribute: "shape", "colour" or "pair"."""
-    def __init__(self, shapes, key):
-        self.shapes, self.labels = shapes, shapes.labels(key)
-
-    def __len__(self):
-        return len(self.shapes)
-
-    def __getitem__(self, i):
-        return self.shapes[i][0], int(self.labels[i])
-
-
-def shapes_zeroshot(model, evals, batch_size=256, details=None):
-    """Zero-shot top-1 on Shapes: shape and colour on the val split, and colour-shape pairs on
-    the held-out split, whose pairs never appear together in training (Section 3.1 style prompts).
-    Each split is encoded once. `details`, if a dict, receives the full zero_shot_scores per key."""
-    from . import data
-    from .evaluate import encode_dataset, zero_shot_classifier, zero_shot_scores
-    out, feats = {}, {}
-    for key, split in (("shape", "val"), ("colour", "val"), ("pair", "heldout")):
-        if split not in feats:
-            loader = data.DataLoader(ShapesLabels(evals[split], "shape"), batch_size=batch_size)
-            feats[split] = encode_dataset(model, loader, progress=False)[0]
-        classnames = data.Shapes.classnames(key)
-        clf = zero_shot_classifier(model, classnames, data.TEMPLATES[key])
-        res = zero_shot_scores(feats[split], evals[split].labels(key), clf)
-        name = "pair_heldout" if key == "pair" else key
-        out[f"zeroshot/{name}_top1"] = res["top1"]
-        out[f"zeroshot/{name}_chance"] = 1 / len(classnames)
-        if details is not None:
-            details[key] = res
-    return out
-
-
-def evaluate_during_training(model, evals, cfg, details):
+def evaluate_during_training(model, tokenizer, evals, cfg, details):
     """Zero-shot accuracies on Shapes, or image<->text retrieval on the --val-data CSV."""
     if cfg.dataset == "shapes":
-        return shapes_zeroshot(model, evals, details=details)
-    from . import data
-    from .evaluate import encode_dataset, retrieval_metrics
-    from .tokenizer import tokenize_fn_for
+        return shapes_zeroshot(model, evals, tokenizer, details=details)
     loader = data.DataLoader(evals["val"], batch_size=256,
-                             tokenize_fn=tokenize_fn_for(model.vocab_size, model.context_length))
+                             tokenize_fn=lambda texts: tokenizer(texts, tokenizer.trained_length))
     image_features, text_features = encode_dataset(model, loader, what="both", progress=False)
     return {f"retrieval/{k}": v for k, v in retrieval_metrics(image_features, text_features).items()}
-
-
-def shapes_plots(model, evals, run_dir, shape_confusion, n=8):
-    """similarity.png (Figure 1's image-text matrix on n val pairs) and confusion.png (zero-shot shapes)."""
-    import numpy as np
-
-    from . import data
-    from .autograd import no_grad
-    from .plots import plot_confusion, plot_similarity
-    from .tokenizer import tokenize_fn_for
-    val = evals["val"]
-    images = np.stack([val[i][0] for i in range(n)])
-    captions = [val[i][1] for i in range(n)]
-    model.eval()
-    with no_grad():
-        img = model.encode_image(images).numpy()
-        txt = model.encode_text(tokenize_fn_for(model.vocab_size, model.context_length)(captions)).numpy()
-    img /= np.linalg.norm(img, axis=1, keepdims=True)
-    txt /= np.linalg.norm(txt, axis=1, keepdims=True)
-    sim_path = plot_similarity(np.stack([np.asarray(val.render(i)) for i in range(n)]), captions, txt @ img.T,
-                               os.path.join(run_dir, "similarity.png"))
-    conf_path = plot_confusion(shape_confusion, data.Shapes.classnames("shape"), os.path.join(run_dir, "confusion.png"))
-    return [sim_path, conf_path]
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -189,116 +206,141 @@ def _run_dir(cfg):
     return path
 
 
-def train(cfg=None, on_step=None):
-    """Train a CLIP; returns a dict with the run folder, final metrics and step count.
-
-    on_step(step, loss, model): optional callback after every step (tests use it to interrupt a run).
-    """
-    from tqdm.auto import tqdm
-
-    from . import data
-    from .model import create_model
-    from .optim import AdamW, CosineSchedule, param_groups_for_clip
-    from .plots import plot_curves
-    from .tokenizer import tokenize_fn_for
-
-    cfg = cfg or TrainConfig()
+def _check_config(cfg):
     if cfg.batch_size < 2:
         raise ValueError(f"--batch-size {cfg.batch_size}: the contrastive loss needs at least 2 pairs per batch "
                          "(with one pair the only 'other' caption is itself, so the loss is identically zero)")
     if cfg.resume and cfg.pretrained:
         raise ValueError("use either --resume (continue a run) or --pretrained (start a new run from weights)")
+
+
+def train(cfg=None, on_step=None):
+    """Train a CLIP; returns a dict with the run folder, checkpoint, final metrics and step count.
+
+    on_step(step, loss, model): optional callback after every step (tests use it to interrupt a run).
+    """
+    cfg = cfg or TrainConfig()
+    _check_config(cfg)
     backend.use(cfg.backend)
     backend.manual_seed(cfg.seed)
-
     model = create_model(cfg.model)
-    image_size = model.visual.input_resolution
-    train_set, evals = build_data(cfg, image_size)
+    train_set, evals = build_data(cfg, model.visual.input_resolution)
+
+    resumed = read_checkpoint(cfg.resume) if cfg.resume else None
+    if resumed and resumed[1].get("config", {}).get("model") != cfg.model:
+        raise CheckpointError(f"checkpoint {cfg.resume} was trained with model "
+                              f"{resumed[1].get('config', {}).get('model')!r}, not {cfg.model!r}")
+    pretrained = read_weights(cfg.pretrained) if cfg.pretrained else None
+    stored = None
+    if resumed or pretrained:  # the weights' own tokenizer, or the one assumed for them
+        state, path = (resumed[1], cfg.resume) if resumed else (pretrained[1], cfg.pretrained)
+        stored = checkpoint_tokenizer(state, model.vocab_size, path)
+    tokenizer = build_tokenizer(cfg, model, captions_of(train_set), stored)
+
     if cfg.overfit_batch:
         train_set = OneBatch(train_set, cfg.overfit_batch)
-    batch_size = min(cfg.batch_size, len(train_set))
-    loader = data.DataLoader(train_set, batch_size=batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
-                             num_workers=cfg.workers,
-                             tokenize_fn=tokenize_fn_for(model.vocab_size, cfg.context_length))
-    steps_per_epoch = len(loader)
-    total_steps = steps_per_epoch * cfg.epochs
+    elif cfg.cache_gb > 0 and not data.transforms.wants_rng(getattr(train_set, "transform", None)):
+        train_set = data.InMemory(train_set, max_bytes=int(cfg.cache_gb * 2 ** 30))
+    loader = data.DataLoader(train_set, batch_size=min(cfg.batch_size, len(train_set)), shuffle=True, seed=cfg.seed,
+                             drop_last=True, num_workers=cfg.workers,
+                             tokenize_fn=lambda texts: tokenizer(texts, tokenizer.trained_length))
     optimizer = AdamW(param_groups_for_clip(model, cfg.wd), lr=cfg.lr)
-    schedule = CosineSchedule(optimizer, cfg.lr, cfg.warmup, total_steps)
+    schedule = CosineSchedule(optimizer, cfg.lr, cfg.warmup, len(loader) * cfg.epochs)
 
     step, run_dir = 0, None
-    if cfg.resume:
-        model_state, state = load_checkpoint(cfg.resume)
-        if state.get("config", {}).get("model") != cfg.model:
-            raise CheckpointError(f"checkpoint {cfg.resume} was trained with model "
-                                  f"{state.get('config', {}).get('model')!r}, not {cfg.model!r}")
-        model.load_state_dict(model_state)
-        optimizer.load_state_dict(state["optimizer"])
-        step, run_dir = state["step"], state.get("run_dir")
-        backend.get_rng().bit_generator.state = state["rng"]
-    elif cfg.pretrained:
-        model.load_state_dict(load_weights(cfg.pretrained))
+    if resumed:
+        model.load_state_dict(resumed[0])
+        optimizer.load_state_dict(resumed[1]["optimizer"])
+        step, run_dir = resumed[1]["step"], resumed[1].get("run_dir")
+        backend.get_rng().bit_generator.state = resumed[1]["rng"]
+    elif pretrained:
+        model.load_state_dict(pretrained[0])
     run_dir = run_dir if run_dir and os.path.isdir(run_dir) else _run_dir(cfg)
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump(asdict(cfg), f, indent=2)
-    metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    ckpt_path = os.path.join(run_dir, "checkpoints", "latest.npz")
+    write_merges(tokenizer.merges, os.path.join(run_dir, "bpe.txt.gz"))
+    run = _Run(cfg, model, tokenizer, optimizer, schedule, loader, run_dir, step)
+    return run.fit(evals, on_step)
 
-    def save():
-        return save_checkpoint(ckpt_path, model.state_dict(), optimizer=optimizer.state_dict(), step=step,
-                               config=asdict(cfg), run_dir=run_dir, rng=backend.get_rng().bit_generator.state)
 
-    def log(record):
-        with open(metrics_path, "a") as f:
+class _Run:
+    """The state of one training run and the loop over its epochs."""
+    def __init__(self, cfg, model, tokenizer, optimizer, schedule, loader, run_dir, step):
+        self.cfg, self.model, self.tokenizer, self.optimizer = cfg, model, tokenizer, optimizer
+        self.schedule, self.loader, self.run_dir, self.step = schedule, loader, run_dir, step
+        self.metrics_path = os.path.join(run_dir, "metrics.jsonl")
+        self.ckpt_path = os.path.join(run_dir, "checkpoints", "latest.npz")
+
+    def save(self):
+        return save_checkpoint(self.ckpt_path, self.model.state_dict(), tokenizer=self.tokenizer,
+                               optimizer=self.optimizer.state_dict(), step=self.step, config=asdict(self.cfg),
+                               run_dir=self.run_dir, rng=backend.get_rng().bit_generator.state)
+
+    def log(self, record):
+        with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    model.train()
-    results, details, loss = {}, {}, None
-    t_start = time.time()
-    try:
-        for epoch in range(step // steps_per_epoch, cfg.epochs):
-            start_batch = step - epoch * steps_per_epoch
-            bar = tqdm(loader.iter_epoch(epoch, start_batch), total=steps_per_epoch, initial=start_batch,
-                       desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
-            t_epoch, seen = time.time(), 0
-            for images, tokens in bar:
-                lr = schedule.step(step)
-                loss, grad_norm = train_step(model, optimizer, images, tokens, cfg.grad_clip)
-                if not math.isfinite(loss):
-                    raise TrainingDiverged(f"loss became {loss} at step {step + 1}; stopped without saving, "
-                                           f"the last good checkpoint is {ckpt_path}")
-                step += 1
-                seen += len(images)
-                scale = math.exp(float(model.logit_scale.data))
-                if step % cfg.log_every == 0 or step == total_steps:
-                    ips = seen / max(time.time() - t_epoch, 1e-9)  # this epoch's average
-                    log({"step": step, "epoch": epoch, "loss": loss, "logit_scale": scale, "lr": lr,
-                         "grad_norm": grad_norm, "images_per_s": ips})
-                    bar.set_postfix(loss=f"{loss:.3f}", scale=f"{scale:.1f}", lr=f"{lr:.2e}", img_s=f"{ips:.0f}")
-                if on_step:
-                    on_step(step, loss, model)
-            bar.close()
-            save()
-            if evals and not cfg.overfit_batch:
-                results = evaluate_during_training(model, evals, cfg, details)
-                model.train()
-                log({"step": step, "epoch": epoch + 1, **results})
-                if cfg.progress:
-                    print(f"epoch {epoch + 1}: loss {loss:.3f}  " + "  ".join(
-                        f"{k.split('/')[1]} {v:.1%}" for k, v in results.items() if not k.endswith("_chance")))
-    except KeyboardInterrupt:
-        save()
-        raise KeyboardInterrupt(f"interrupted at step {step}; checkpoint saved to {ckpt_path}; "
-                                f"continue with --resume {ckpt_path}")
-    results["plots"] = [plot_curves(metrics_path, os.path.join(run_dir, "curves.png"))]
-    if "shape" in details:  # zero-shot evaluation ran (Shapes, not --overfit-batch)
-        results["plots"] += shapes_plots(model, evals, run_dir, details["shape"]["confusion"])
-    results.update(step=step, run_dir=run_dir, checkpoint=ckpt_path, final_loss=loss,
-                   wall_time_s=time.time() - t_start)
-    return results
+    def fit(self, evals, on_step):
+        cfg, steps_per_epoch = self.cfg, len(self.loader)
+        self.model.train()
+        results, details, loss = {}, {}, None
+        t_start = time.time()
+        try:
+            for epoch in range(self.step // steps_per_epoch, cfg.epochs):
+                loss = self.train_epoch(epoch, on_step)
+                self.save()
+                if evals and not cfg.overfit_batch:
+                    results = evaluate_during_training(self.model, self.tokenizer, evals, cfg, details)
+                    self.model.train()
+                    self.log({"step": self.step, "epoch": epoch + 1, **results})
+                    if cfg.progress:
+                        print(f"epoch {epoch + 1}: loss {loss:.3f}  " + "  ".join(
+                            f"{k.split('/')[1]} {v:.1%}" for k, v in results.items() if not k.endswith("_chance")))
+        except KeyboardInterrupt:
+            self.save()
+            raise KeyboardInterrupt(f"interrupted at step {self.step}; checkpoint saved to {self.ckpt_path}; "
+                                    f"continue with --resume {self.ckpt_path}")
+        results["plots"] = [plot_curves(self.metrics_path, os.path.join(self.run_dir, "curves.png"))]
+        if "shape" in details:  # zero-shot evaluation ran (Shapes, not --overfit-batch)
+            results["plots"] += shapes_plots(self.model, self.tokenizer, evals["val"], self.run_dir,
+                                             details["shape"]["confusion"])
+        results.update(step=self.step, run_dir=self.run_dir, checkpoint=self.ckpt_path, final_loss=loss,
+                       wall_time_s=time.time() - t_start)
+        return results
+
+    def train_epoch(self, epoch, on_step):
+        """One pass over the loader from where the run stands; returns the last loss."""
+        cfg, model, steps_per_epoch = self.cfg, self.model, len(self.loader)
+        total_steps = steps_per_epoch * cfg.epochs
+        start_batch = self.step - epoch * steps_per_epoch
+        bar = tqdm(self.loader.iter_epoch(epoch, start_batch), total=steps_per_epoch, initial=start_batch,
+                   desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
+        t_epoch, seen, loss, skipped = time.time(), 0, None, self.loader.skipped
+        for images, tokens in bar:
+            lr = self.schedule.step(self.step)
+            loss, grad_norm = train_step(model, self.optimizer, images, tokens, cfg.grad_clip)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss} at step {self.step + 1}; stopped without saving, "
+                                       f"the last good checkpoint is {self.ckpt_path}")
+            self.step += 1
+            seen += len(images)
+            scale = math.exp(float(model.logit_scale.data))
+            if self.step % cfg.log_every == 0 or self.step == total_steps:
+                ips = seen / max(time.time() - t_epoch, 1e-9)  # this epoch's average
+                self.log({"step": self.step, "epoch": epoch, "loss": loss, "logit_scale": scale, "lr": lr,
+                          "grad_norm": grad_norm, "images_per_s": ips})
+                bar.set_postfix(loss=f"{loss:.3f}", scale=f"{scale:.1f}", lr=f"{lr:.2e}", img_s=f"{ips:.0f}")
+            if on_step:
+                on_step(self.step, loss, model)
+        bar.close()
+        if seen == 0 and start_batch < steps_per_epoch:
+            bad = self.loader.skipped - skipped
+            raise ValueError(f"no training batch could be built in epoch {epoch + 1}: {bad} of "
+                             f"{len(self.loader.dataset)} images could not be read (see the warning above)")
+        return loss
 
 
 def config_from_args(args):
     """A TrainConfig from an argparse namespace with matching (dash-to-underscore) names."""
     kw = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     return TrainConfig(**kw)
-

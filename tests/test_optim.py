@@ -303,7 +303,7 @@ def test_state_dict_through_checkpoint(tmp_path):
         p.grad = backend.xp.ones_like(p.data)
     opt.step()
     path = ckpt.save_checkpoint(str(tmp_path / "c.npz"), model.state_dict(), optimizer=opt.state_dict())
-    _, state = ckpt.load_checkpoint(path)
+    _, state = ckpt.read_checkpoint(path)
     opt2 = AdamW(param_groups_for_clip(Fake(), 0.2), lr=0.01)
     opt2.load_state_dict(state["optimizer"])
     assert opt2.param_groups[0]["betas"] == (0.9, 0.98)

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from minclip.tokenizer import PATTERN, SimpleTokenizer, bytes_to_unicode, clean, default_bpe_path, tokenize, train_bpe
+from minclip.tokenizer import (PATTERN, SimpleTokenizer, bytes_to_unicode, clean, default_bpe_path, learn_merges, merges_text,
+                               read_merges_text, token_lengths, tokenize, train_bpe)
 
 TRICKY = [
     "a photo of a cat",
@@ -131,9 +132,9 @@ def test_cleaning_details():
 def test_decode_special_tokens_and_arrays(hello_tok):
     t = hello_tok
     row = tokenize("hello oh", context_length=10, tokenizer=t)[0]
-    assert t.decode(row) == "hello oh "                       # SOT dropped, stops at EOT, padding ignored
-    raw = t.decode(row, skip_special_tokens=False)           # OpenAI's behaviour: specials as text, 0 = "!"
+    raw = t.decode(row)                                       # OpenAI's behaviour: specials as text, 0 = "!"
     assert raw.startswith("<|startoftext|>hello oh <|endoftext|>") and raw.endswith("!")
+    assert t.decode(row, skip_special_tokens=True) == "hello oh "  # SOT dropped, stops at EOT, padding ignored
     with pytest.raises(ValueError, match="outside the vocabulary"):
         t.decode([10_000])
 
@@ -170,11 +171,29 @@ def test_missing_file_raises(tmp_path):
 def test_default_bpe_path_kinds():
     with pytest.raises(ValueError, match="kind"):
         default_bpe_path("gpt2")
-    try:
-        path = default_bpe_path("minclip")
-        assert path.endswith("bpe_shapes.txt.gz") and os.path.isfile(path)
-    except FileNotFoundError as e:
-        assert "bpe_shapes.txt.gz" in str(e) and "train_bpe" in str(e)
+    path = default_bpe_path("shapes")
+    assert path.endswith("bpe_shapes.txt.gz") and os.path.isfile(path)
+
+
+def test_missing_openai_merges_say_where_to_put_them(tmp_path, monkeypatch):
+    if importlib.util.find_spec("clip") or importlib.util.find_spec("open_clip"):
+        pytest.skip("an installed clip/open_clip package provides the file")
+    monkeypatch.setenv("MINCLIP_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "cache" / "bpe_simple_vocab_16e6.txt.gz")):
+        default_bpe_path("openai")
+    assert default_bpe_path("auto").endswith("bpe_shapes.txt.gz")
+    (tmp_path / "cache").mkdir()
+    write_merges(tmp_path / "cache" / "bpe_simple_vocab_16e6.txt.gz", ["h e"])
+    assert default_bpe_path("openai") == str(tmp_path / "cache" / "bpe_simple_vocab_16e6.txt.gz")
+
+
+def test_tokenizer_from_merges_in_memory_and_call():
+    merges = learn_merges(CAPTIONS, 560)
+    tok = SimpleTokenizer(merges=merges, trained_length=9)
+    assert tok.bpe_path is None and tok.merges == merges and tok.trained_length == 9
+    assert tok(["a red circle"], context_length=6).shape == (1, 6)
+    assert read_merges_text(merges_text(merges)) == merges
+    assert token_lengths(["a red circle", ""], tok).tolist() == [5, 2]
 
 
 def test_default_bpe_path_finds_installed_clip(tmp_path, monkeypatch):

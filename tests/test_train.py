@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from minclip import backend
-from minclip.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from minclip.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from minclip.train import TrainConfig, TrainingDiverged, train
 
 
@@ -16,7 +16,7 @@ def tiny(tmp_path, name, **kw):
 
 def test_interrupted_then_resumed_run_ends_with_identical_weights(tmp_path):
     full = train(tiny(tmp_path, "full"))
-    ref, _ = load_checkpoint(full["checkpoint"])
+    ref, _ = read_checkpoint(full["checkpoint"])
 
     def interrupt(step, loss, model):
         if step == 4:  # mid-epoch 2 (3 steps per epoch): the resume must skip exactly the batches seen
@@ -24,10 +24,10 @@ def test_interrupted_then_resumed_run_ends_with_identical_weights(tmp_path):
     with pytest.raises(KeyboardInterrupt, match="--resume"):
         train(tiny(tmp_path, "cut"), on_step=interrupt)
     ckpt = str(tmp_path / "cut" / "checkpoints" / "latest.npz")
-    assert load_checkpoint(ckpt)[1]["step"] == 4
+    assert read_checkpoint(ckpt)[1]["step"] == 4
     resumed = train(tiny(tmp_path, "cut", resume=ckpt))
     assert resumed["step"] == full["step"] == 6
-    got, _ = load_checkpoint(resumed["checkpoint"])
+    got, _ = read_checkpoint(resumed["checkpoint"])
     assert set(got) == set(ref)
     for k in ref:
         np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
@@ -51,7 +51,7 @@ def test_nan_loss_stops_with_step_number_and_keeps_last_good_checkpoint(tmp_path
             model.logit_scale.data[...] = np.nan
     with pytest.raises(TrainingDiverged, match="at step 5"):
         train(tiny(tmp_path, "nan"), on_step=poison)
-    state = load_checkpoint(str(tmp_path / "nan" / "checkpoints" / "latest.npz"))[1]
+    state = read_checkpoint(str(tmp_path / "nan" / "checkpoints" / "latest.npz"))[1]
     assert state["step"] == 3  # saved at the end of epoch 1, never overwritten by the diverged run
 
 
@@ -61,15 +61,15 @@ def test_corrupt_and_mismatched_checkpoints_give_clear_errors(tmp_path):
     bad = tmp_path / "truncated.npz"
     bad.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
-        load_checkpoint(str(bad))
+        read_checkpoint(str(bad))
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         train(tiny(tmp_path, "r", resume=str(bad)))
     with pytest.raises(FileNotFoundError, match="not found"):
-        load_checkpoint(str(tmp_path / "missing.npz"))
+        read_checkpoint(str(tmp_path / "missing.npz"))
     with pytest.raises(CheckpointError, match="tiny-vit"):
         train(tiny(tmp_path, "rn", model="tiny-rn", resume=res["checkpoint"]))
     # weights of the wrong shape for --pretrained never load partially
-    model_state, state = load_checkpoint(res["checkpoint"])
+    model_state, state = read_checkpoint(res["checkpoint"])
     model_state["text_projection"] = model_state["text_projection"][:, :3]
     save_checkpoint(str(tmp_path / "wrong.npz"), model_state, **state)
     with pytest.raises(ValueError, match="text_projection"):
@@ -85,7 +85,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(np, "savez", boom)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, {"w": np.zeros(3, np.float32)}, step=2)
-    model_state, state = load_checkpoint(path)  # the old checkpoint survives intact, no temp files left
+    model_state, state = read_checkpoint(path)  # the old checkpoint survives intact, no temp files left
     assert state["step"] == 1 and model_state["w"].tolist() == [1, 1, 1]
     assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]
 
@@ -111,7 +111,7 @@ def test_csv_training_logs_retrieval_and_pretrained_accepts_a_plain_state_dict(t
     res = train(tiny(tmp_path, "csv", dataset="csv", train_data=csv, val_data=csv, epochs=1, batch_size=8))
     assert 0 <= res["retrieval/image_to_text_R@1"] <= 1 and "retrieval/mean_recall" in res
     # OpenAI-style weights: a plain .npz of a state_dict, as the README's conversion snippet writes it
-    model_state, _ = load_checkpoint(res["checkpoint"])
+    model_state, _ = read_checkpoint(res["checkpoint"])
     np.savez(tmp_path / "plain.npz", **model_state)
     res2 = train(tiny(tmp_path, "ft", epochs=1, pretrained=str(tmp_path / "plain.npz")))
     assert res2["step"] == 3

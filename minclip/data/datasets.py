@@ -13,7 +13,17 @@ from PIL import Image
 
 from .transforms import apply_transform, clip_preprocess
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's list
+# torchvision's list plus .gif (PIL reads its first frame): the one list for datasets, classify, search and index
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+
+# The 18 prompt templates of OpenAI's CIFAR-10 zero-shot evaluation (the CLIP repository's data/prompts.md)
+CIFAR10_TEMPLATES = [
+    "a photo of a {}.", "a blurry photo of a {}.", "a black and white photo of a {}.", "a low contrast photo of a {}.",
+    "a high contrast photo of a {}.", "a bad photo of a {}.", "a good photo of a {}.", "a photo of a small {}.",
+    "a photo of a big {}.", "a photo of the {}.", "a blurry photo of the {}.", "a black and white photo of the {}.",
+    "a low contrast photo of the {}.", "a high contrast photo of the {}.", "a bad photo of the {}.",
+    "a good photo of the {}.", "a photo of the small {}.", "a photo of the big {}.",
+]
 
 
 class UnreadableImage(ValueError):
@@ -134,6 +144,33 @@ class ImageFolder:
         return self.getitem(i)
 
 
+class InMemory:
+    """A dataset whose items are kept in memory once read, up to `max_bytes` of images.
+
+    For training on a small dataset: the first epoch decodes and preprocesses each image, later
+    epochs cost only the training step. Only for datasets whose items are the same every time
+    (no random augmentation). Items past the cap and unreadable images are simply not kept.
+    """
+
+    def __init__(self, dataset, max_bytes=2 * 2 ** 30):
+        self.dataset, self.max_bytes = dataset, int(max_bytes)
+        self.items, self.nbytes = {}, 0
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        item = self.items.get(i)
+        if item is None:
+            item = self.dataset[i]
+            size = np.asarray(item[0]).nbytes
+            # loader threads may race on nbytes: at worst a few items over the cap, never a wrong item
+            if self.nbytes + size <= self.max_bytes:
+                self.items[i] = item
+                self.nbytes += size
+        return item
+
+
 class _SafeUnpickler(pickle.Unpickler):
     """Unpickles plain containers and NumPy arrays only: a pickle can otherwise run any code."""
     _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -198,4 +235,4 @@ class CIFAR10:
         return self.getitem(i)
 
 
-__all__ = ["CIFAR10", "CsvImageText", "IMG_EXTENSIONS", "ImageFolder", "UnreadableImage"]
+__all__ = ["CIFAR10", "CIFAR10_TEMPLATES", "CsvImageText", "IMG_EXTENSIONS", "ImageFolder", "InMemory", "UnreadableImage"]
