@@ -19,7 +19,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from tqdm.auto import tqdm
 
@@ -54,7 +54,8 @@ class TrainConfig:
                                   "capped at the model's context length")
     train_size: int = _opt(16384, "Shapes training pairs per epoch")
     eval_size: int = _opt(512, "Shapes images per zero-shot evaluation split")
-    epochs: int = _opt(6, "passes over the training set")
+    epochs: int = _opt(0, "passes over the training set; 0: enough to see about 100,000 pairs (6 for Shapes' "
+                          "16,384), so a small dataset gets as many steps as a large one")
     batch_size: int = _opt(128, "pairs per step; the loss contrasts each pair with the other B-1")
     lr: float = _opt(1e-3, "peak learning rate (small models take larger steps than the paper's 5e-4)")
     wd: float = _opt(0.1, "AdamW decoupled weight decay (not on gains, biases, embeddings, logit_scale)")
@@ -72,6 +73,9 @@ class TrainConfig:
                               metavar="N")
     log_every: int = _opt(10, "steps between metrics.jsonl lines")
     progress: bool = _opt(True, "tqdm progress bars and per-epoch lines")
+
+
+PAIRS_PER_RUN = 6 * 16384  # what --epochs 0 aims for: the default Shapes run, 6 epochs of 16,384 pairs
 
 
 class TrainingDiverged(RuntimeError):
@@ -237,6 +241,8 @@ def train(cfg=None, on_step=None):
         stored = checkpoint_tokenizer(state, model.vocab_size, path)
     tokenizer = build_tokenizer(cfg, model, captions_of(train_set), stored)
 
+    if not cfg.epochs:
+        cfg = replace(cfg, epochs=max(1, round(PAIRS_PER_RUN / len(train_set))))
     if cfg.overfit_batch:
         train_set = OneBatch(train_set, cfg.overfit_batch)
     elif cfg.cache_gb > 0 and not data.transforms.wants_rng(getattr(train_set, "transform", None)):
