@@ -26,8 +26,18 @@ from PIL import Image
 from . import __version__, backend, data
 from .autograd import no_grad
 from .checkpoint import CheckpointError, load_checkpoint
-from .evaluate import (ShapesLabels, encode_dataset, format_table, linear_probe, match_classnames, normalize_rows,
-                       retrieval_metrics, shapes_zeroshot, text_tokenize_fn, zero_shot_classifier, zero_shot_eval)
+from .evaluate import (
+    ShapesLabels,
+    encode_dataset,
+    linear_probe,
+    match_classnames,
+    normalize_rows,
+    retrieval_metrics,
+    shapes_zeroshot,
+    text_tokenize_fn,
+    zero_shot_classifier,
+    zero_shot_eval,
+)
 from .loss import MAX_LOGIT_SCALE
 from .plots import image_grid, plot_curves
 from .train import TrainConfig, config_from_args, train
@@ -89,6 +99,35 @@ def _encode_texts(model, tokenizer, texts):
 
 def _split(text, sep=","):
     return [s.strip() for s in text.split(sep) if s.strip()]
+
+
+def _cell(v, floatfmt):
+    if isinstance(v, (float, np.floating)):
+        return format(float(v), floatfmt)
+    return "" if v is None else str(v)
+
+
+def format_table(rows, floatfmt=".4f"):
+    """A plain aligned text table.
+
+    rows: one dict (printed as two columns, key and value) or a list of dicts (one row
+    each; the columns are the union of the keys in first-seen order). Numbers are
+    right-aligned, floats formatted with `floatfmt`; arrays and missing cells print blank.
+    """
+    if isinstance(rows, dict):
+        rows = [{"metric": k, "value": v} for k, v in rows.items()]
+    rows = list(rows)
+    if not rows:
+        return ""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    body = [[_cell(r.get(c), floatfmt) if np.ndim(r.get(c)) == 0 else "" for c in cols] for r in rows]
+    numeric = [all(isinstance(r.get(c), (int, float, np.number)) or r.get(c) is None for r in rows) for c in cols]
+    widths = [max(len(str(c)), *(len(b[i]) for b in body)) for i, c in enumerate(cols)]
+
+    def line(cells):
+        return "  ".join(s.rjust(w) if num else s.ljust(w) for s, w, num in zip(cells, widths, numeric)).rstrip()
+    out = [line([str(c) for c in cols]), "  ".join("-" * w for w in widths)]
+    return "\n".join(out + [line(b) for b in body])
 
 
 # ----------------------------------------------------------------------------- subcommands

@@ -357,36 +357,6 @@ def linear_probe(train_x, train_y, val_x, val_y, test_x=None, test_y=None,
     return result
 
 
-# ----------------------------------------------------------------------------- printing
-def _cell(v, floatfmt):
-    if isinstance(v, (float, np.floating)):
-        return format(float(v), floatfmt)
-    return "" if v is None else str(v)
-
-
-def format_table(rows, floatfmt=".4f"):
-    """A plain aligned text table.
-
-    rows: one dict (printed as two columns, key and value) or a list of dicts (one row
-    each; the columns are the union of the keys in first-seen order). Numbers are
-    right-aligned, floats formatted with `floatfmt`; arrays and missing cells print blank.
-    """
-    if isinstance(rows, dict):
-        rows = [{"metric": k, "value": v} for k, v in rows.items()]
-    rows = list(rows)
-    if not rows:
-        return ""
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-    body = [[_cell(r.get(c), floatfmt) if np.ndim(r.get(c)) == 0 else "" for c in cols] for r in rows]
-    numeric = [all(isinstance(r.get(c), (int, float, np.number)) or r.get(c) is None for r in rows) for c in cols]
-    widths = [max(len(str(c)), *(len(b[i]) for b in body)) for i, c in enumerate(cols)]
-
-    def line(cells):
-        return "  ".join(s.rjust(w) if num else s.ljust(w) for s, w, num in zip(cells, widths, numeric)).rstrip()
-    out = [line([str(c) for c in cols]), "  ".join("-" * w for w in widths)]
-    return "\n".join(out + [line(b) for b in body])
-
-
 # ----------------------------------------------------------------------------- class names of a labelled folder
 def _plain_name(name):
     return re.sub(r"[\s_\-]+", " ", name).strip().lower()

@@ -441,4 +441,5 @@ def _shorten(text, n=60):
 
 
 __all__ = ["OPENAI_VOCAB_SIZE", "SimpleTokenizer", "cache_dir", "default_bpe_path", "get_tokenizer", "learn_merges",
-           "merges_text", "read_merges", "read_merges_text", "token_lengths", "tokenize", "tokenizer_for", "train_bpe", "write_merges"]
+           "merges_text", "read_merges", "read_merges_text", "token_lengths", "tokenize", "tokenizer_for", "train_bpe",
+           "write_merges"]

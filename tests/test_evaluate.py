@@ -7,6 +7,7 @@ import minclip
 from minclip import evaluate as E
 from minclip import nn
 from minclip.autograd import Config, Tensor
+from minclip.cli import format_table
 
 
 # ----------------------------------------------------------------------------- a fake CLIP
@@ -212,14 +213,14 @@ def test_linear_probe_picks_weight_decay_by_validation():
 
 # ----------------------------------------------------------------------------- printing
 def test_format_table():
-    text = E.format_table({"top1": 0.5, "n": 10, "model": "tiny"})
+    text = format_table({"top1": 0.5, "n": 10, "model": "tiny"})
     lines = text.splitlines()
     assert lines[0].split() == ["metric", "value"] and "0.5000" in text and "tiny" in text
     rows = [{"model": "a", "top1": 0.25}, {"model": "bb", "top1": 1.0, "top5": 1.0}]
-    lines = E.format_table(rows).splitlines()
+    lines = format_table(rows).splitlines()
     assert lines[0].split() == ["model", "top1", "top5"] and len(lines) == 4
     assert len({len(l) for l in lines[1:]}) <= 2 and lines[2].split() == ["a", "0.2500"]
-    assert E.format_table([]) == ""
+    assert format_table([]) == ""
 
 
 def test_progress_bar_only_on_a_terminal(monkeypatch):

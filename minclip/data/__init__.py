@@ -25,7 +25,7 @@ from .transforms import (
     train_transform,
 )
 
-__all__ = ["BACKGROUNDS", "CAPTION_TEMPLATES", "CIFAR10", "CIFAR10_TEMPLATES", "CLIP_MEAN", "CLIP_STD", "COLOURS", "COLOUR_RGB",
-           "CsvImageText", "DataLoader", "HELDOUT_PAIRS", "IMG_EXTENSIONS", "ImageFolder", "InMemory", "POSITIONS", "SHAPES",
-           "SIZES", "Shapes", "TEMPLATES", "UnreadableImage", "clip_preprocess", "denormalize", "random_hflip",
-           "random_resized_crop", "to_tensor_normalized", "train_transform"]
+__all__ = ["BACKGROUNDS", "CAPTION_TEMPLATES", "CIFAR10", "CIFAR10_TEMPLATES", "CLIP_MEAN", "CLIP_STD", "COLOURS",
+           "COLOUR_RGB", "CsvImageText", "DataLoader", "HELDOUT_PAIRS", "IMG_EXTENSIONS", "ImageFolder", "InMemory",
+           "POSITIONS", "SHAPES", "SIZES", "Shapes", "TEMPLATES", "UnreadableImage", "clip_preprocess", "denormalize",
+           "random_hflip", "random_resized_crop", "to_tensor_normalized", "train_transform"]

@@ -235,4 +235,5 @@ class CIFAR10:
         return self.getitem(i)
 
 
-__all__ = ["CIFAR10", "CIFAR10_TEMPLATES", "CsvImageText", "IMG_EXTENSIONS", "ImageFolder", "InMemory", "UnreadableImage"]
+__all__ = ["CIFAR10", "CIFAR10_TEMPLATES", "CsvImageText", "IMG_EXTENSIONS", "ImageFolder", "InMemory",
+           "UnreadableImage"]
