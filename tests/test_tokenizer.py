@@ -8,8 +8,19 @@ import sys
 import numpy as np
 import pytest
 
-from minclip.tokenizer import (PATTERN, SimpleTokenizer, bytes_to_unicode, clean, default_bpe_path, learn_merges, merges_text,
-                               read_merges_text, token_lengths, tokenize, train_bpe)
+from minclip.tokenizer import (
+    PATTERN,
+    SimpleTokenizer,
+    bytes_to_unicode,
+    clean,
+    default_bpe_path,
+    learn_merges,
+    merges_text,
+    read_merges_text,
+    token_lengths,
+    tokenize,
+    train_bpe,
+)
 
 TRICKY = [
     "a photo of a cat",

@@ -9,10 +9,11 @@ torch = pytest.importorskip("torch")
 tnn = torch.nn
 TF = torch.nn.functional
 
+from torch_reference import TorchCLIP, torch_loss  # noqa: E402
+
 from minclip import backend  # noqa: E402
 from minclip.loss import clip_loss  # noqa: E402
 from minclip.model import CLIP  # noqa: E402
-from torch_reference import TorchCLIP, torch_loss  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

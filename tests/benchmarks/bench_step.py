@@ -9,9 +9,8 @@ ratio minclip / torch is printed (the target on CPU is <= 1.5x).
 """
 import argparse
 import statistics
-import time
-
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +108,6 @@ def bench_minclip(name, batch_size=64, text_len=16, steps=10, warmup=2):
 def bench_torch(model, batch_size=64, text_len=16, steps=10, warmup=2):
     """The same model and weights in PyTorch (float32, CPU); median seconds per step."""
     import torch
-
     from torch_reference import clip_from_minclip
     tmodel = clip_from_minclip(model, context_length=text_len).train()
     opt = torch.optim.AdamW(tmodel.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
