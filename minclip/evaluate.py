@@ -20,10 +20,12 @@ import warnings
 from contextlib import contextmanager
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from . import backend, data
 from . import functional as F
 from .autograd import Config, Tensor, no_grad
+from .loss import MAX_LOGIT_SCALE
 from .nn import Parameter
 from .optim import Adam
 from .plots import plot_confusion, plot_similarity
@@ -47,10 +49,6 @@ def _eval_mode(model):
 def _progress(iterable, progress, desc, total=None):
     """Wrap in a tqdm bar when asked to and stderr is a terminal; otherwise return it unchanged."""
     if not progress or not sys.stderr.isatty():
-        return iterable
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm is a dependency, but evaluation should not fail without it
         return iterable
     return tqdm(iterable, desc=desc, total=total, leave=False)
 
@@ -187,9 +185,9 @@ def zero_shot_scores(image_features, labels, classifier, topk=(1, 5)):
     classifier = backend.to_numpy(classifier).astype(np.float32)
     labels = backend.to_numpy(labels).astype(np.int64)
     n_classes = classifier.shape[1]
-    # CLIP multiplies cosine similarities by its learned logit scale (100 for the released
+    # CLIP multiplies cosine similarities by its learned logit scale (at the clamp, 100, for the released
     # models); a positive scale never changes the argmax, so any accuracy is the same without it.
-    logits = 100.0 * feats @ classifier                               # (N, C)
+    logits = MAX_LOGIT_SCALE * feats @ classifier                     # (N, C)
     preds = logits.argmax(axis=1)
     confusion = np.zeros((n_classes, n_classes), np.int64)           # rows: true class, columns: predicted
     np.add.at(confusion, (labels, preds), 1)

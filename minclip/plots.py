@@ -9,10 +9,13 @@ import math
 import os
 
 import numpy as np
+from matplotlib.figure import Figure
+
+from .backend import to_numpy
+from .data.transforms import denormalize
 
 
 def _figure(width, height):
-    from matplotlib.figure import Figure
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
@@ -26,10 +29,8 @@ def _save(fig, out_path):
 
 def _as_hwc_uint8(img):
     """Accept uint8 (H, W, 3), grey (H, W), or CLIP-normalised float (3, H, W) (NumPy or CuPy)."""
-    from .backend import to_numpy
     img = to_numpy(img)
     if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
-        from .data.transforms import denormalize
         return denormalize(np.repeat(img, 3 // img.shape[0], axis=0))
     if img.dtype != np.uint8:
         img = np.clip(img * 255 if img.max() <= 1 else img, 0, 255).astype(np.uint8)
@@ -131,7 +132,6 @@ def plot_similarity(images, captions, similarity, out_path, title="Cosine simila
         (text_features @ image_features.T, both normalised). Each cell shows its value.
     Returns out_path.
     """
-    from .backend import to_numpy
     sim = np.asarray(to_numpy(similarity), np.float64)
     n_txt, n_img = len(captions), len(images)
     if sim.shape != (n_txt, n_img):
@@ -167,7 +167,6 @@ def plot_confusion(confusion, classnames, out_path, normalize=True, title=None):
     normalize: divide each row by its count, so the diagonal is per-class recall.
     Returns out_path.
     """
-    from .backend import to_numpy
     counts = np.asarray(to_numpy(confusion), np.float64)
     c = counts.shape[0]
     if counts.shape != (c, c) or len(classnames) != c:

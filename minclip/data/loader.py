@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..tokenizer import tokenize
 from .datasets import UnreadableImage
 from .transforms import wants_rng
 
@@ -140,7 +141,6 @@ class DataLoader:
             if self.tokenize_fn is not None:
                 tokens = np.asarray(self.tokenize_fn(targets), dtype=np.int64)
             else:
-                from ..tokenizer import tokenize  # lazy: ftfy/regex load slowly, label-only users never need them
                 tokens = tokenize(targets, context_length=self.context_length, truncate=True)
             if tokens.ndim != 2 or len(tokens) != len(targets):
                 raise ValueError(f"DataLoader: tokenize_fn returned shape {tokens.shape} for {len(targets)} captions; "
