@@ -71,6 +71,15 @@ class Tensor:
     def __len__(self):
         return len(self.data)
 
+    def __bool__(self):
+        # NumPy's rule, not micrograd's identity comparison: `a == b` stays an elementwise boolean
+        # Tensor (masks, accuracy), so truth must be asked explicitly. Otherwise `Tensor([1, 2]) in
+        # [Tensor([5, 6])]` and `if a == b:` would be silently True (a non-empty object is truthy).
+        if self.size != 1:
+            raise ValueError(f"the truth value of a Tensor of shape {self.shape} is ambiguous; "
+                             "use t.any() or t.all(), or compare tensors with `is`")
+        return bool(self.data)
+
     def __repr__(self):
         body = str(backend.to_numpy(self.data)).replace("\n", "\n       ")
         extra = ", requires_grad=True" if self.requires_grad else ""
@@ -169,7 +178,12 @@ class Tensor:
     def __ge__(self, o): return Tensor(self.data >= _raw(o))
     def __eq__(self, o): return Tensor(self.data == _raw(o))
     def __ne__(self, o): return Tensor(self.data != _raw(o))
-    __hash__ = object.__hash__  # tensors are used as dict keys by identity
+    # hashing stays by identity (tensors are dict keys); a dict compares hashes before calling __eq__,
+    # and distinct live objects have distinct identity hashes, so lookups never ask a Tensor for its truth
+    __hash__ = object.__hash__
+
+    def any(self): return Tensor(self.data.any())
+    def all(self): return Tensor(self.data.all())
 
     # --- shape and reductions
     def reshape(self, *shape):

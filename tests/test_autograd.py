@@ -423,6 +423,32 @@ def test_comparisons_give_boolean_tensors_without_gradient():
     assert hash(x) != hash(y) and {x: 1}[x] == 1  # tensors hash by identity
 
 
+def test_truth_of_a_multi_element_tensor_is_an_error_as_in_numpy():
+    a, b = wrap(np.array([1.0, 2.0])), wrap(np.array([5.0, 6.0]))
+    with pytest.raises(ValueError, match=r"truth value of a Tensor of shape \(2,\) is ambiguous"):
+        bool(a == b)
+    with pytest.raises(ValueError, match="ambiguous"):
+        if a:
+            pass
+    with pytest.raises(ValueError, match="ambiguous"):  # not silently True, as it was through __len__
+        Tensor([1, 2]) in [Tensor([5, 6])]
+    with pytest.raises(ValueError, match=r"shape \(0,\)"):
+        bool(wrap(np.zeros(0)))
+    assert a in [a, b]  # the same object matches by identity, before `==` is asked
+    with pytest.raises(ValueError, match="ambiguous"):
+        a in [b, a]  # as NumPy: `==` with b comes first; search lists of tensors with `any(t is a ...)`
+    assert not (a == b).any() and (a == a).all() and (a != b).all()
+    assert isinstance((a == b).any(), Tensor)
+
+
+def test_truth_of_a_one_element_tensor_is_its_value():
+    assert bool(wrap(np.array(3.0))) and not bool(wrap(np.array([0.0])))
+    assert bool(wrap(np.array([[2.0]])) == 2.0)
+    assert Tensor([5]) in [Tensor([1]), Tensor([5])] and Tensor([7]) not in [Tensor([1])]  # elementwise, as NumPy
+    x = tensor((4,))
+    assert len({x: 1, tensor((4,)): 2}) == 2  # dict keys: by identity, never asked for their truth
+
+
 def test_non_leaf_tensors_keep_no_grad():
     x = tensor((3,))
     y = x * 2
