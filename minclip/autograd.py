@@ -21,14 +21,27 @@ class Config:
 
 
 @contextmanager
-def no_grad():
-    """Run without recording the graph (evaluation, parameter updates)."""
-    old = Config.enable_backprop
-    Config.enable_backprop = False
+def using_config(name, value):
+    """Set `Config.<name>` to `value` inside the block and restore it afterwards, even on an error.
+    The one place a Config flag is changed (DeZero's using_config)."""
+    if not hasattr(Config, name):
+        raise AttributeError(f"using_config: Config has no setting {name!r}; it has enable_backprop")
+    old = getattr(Config, name)
+    setattr(Config, name, value)
     try:
         yield
     finally:
-        Config.enable_backprop = old
+        setattr(Config, name, old)
+
+
+def no_grad():
+    """Run without recording the graph (evaluation, parameter updates)."""
+    return using_config("enable_backprop", False)
+
+
+def enable_grad():
+    """Record the graph even inside an outer `no_grad()` (e.g. fitting a probe during evaluation)."""
+    return using_config("enable_backprop", True)
 
 
 def sum_to(g, shape):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
 import minclip
-from minclip import Function, Tensor, backend, concat, gradcheck, no_grad, stack
+from minclip import Function, Tensor, backend, concat, enable_grad, gradcheck, no_grad, stack, using_config
 
 # ----------------------------------------------------------------------------- binary operators
 BINARY = {  # name: (minclip, numpy); the second operand is positive, so division is safe
@@ -331,6 +331,33 @@ def test_no_grad_records_no_graph():
             raise KeyError
     assert minclip.autograd.Config.enable_backprop  # restored after an error
     assert (x * 2).requires_grad
+
+
+def test_enable_grad_records_inside_no_grad_and_restores_it():
+    x = tensor((3,))
+    with no_grad():
+        with enable_grad():
+            y = (x * x).sum()
+        assert not minclip.autograd.Config.enable_backprop and not (x * 2).requires_grad
+    y.backward()
+    close(x.grad, 2 * host(x))
+    with pytest.raises(KeyError):
+        with no_grad(), enable_grad():
+            raise KeyError
+    assert minclip.autograd.Config.enable_backprop
+
+
+def test_using_config_sets_and_restores_a_flag_and_rejects_unknown_names():
+    with using_config("enable_backprop", False):
+        assert not minclip.autograd.Config.enable_backprop
+        with using_config("enable_backprop", True):
+            assert minclip.autograd.Config.enable_backprop
+        assert not minclip.autograd.Config.enable_backprop
+    assert minclip.autograd.Config.enable_backprop
+    with pytest.raises(AttributeError, match="Config has no setting 'enable_backpropagation'"):
+        with using_config("enable_backpropagation", False):
+            pass
+    assert not hasattr(minclip.autograd.Config, "enable_backpropagation")
 
 
 def test_inputs_without_requires_grad_record_nothing():
