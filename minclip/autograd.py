@@ -499,12 +499,33 @@ class Stack(Function):
         return tuple(xp.moveaxis(g, self.axis, 0))
 
 
+class Split(Function):
+    """Split `axis` into `sections` equal parts (one output each); the inverse of Concat."""
+    def __init__(self, sections, axis=-1):
+        self.sections, self.axis = sections, axis
+
+    def forward(self, x):
+        if x.shape[self.axis] % self.sections:
+            raise ValueError(f"split: axis {self.axis} of shape {x.shape} does not divide into "
+                             f"{self.sections} equal parts")
+        return tuple(backend.get_array_module(x).split(x, self.sections, axis=self.axis))
+
+    def backward(self, *gs):
+        return backend.get_array_module(gs[0]).concatenate(gs, axis=self.axis)
+
+
 def concat(tensors, axis=0):
     return Concat(axis)(*tensors)
 
 
 def stack(tensors, axis=0):
     return Stack(axis)(*tensors)
+
+
+def split(x, sections, axis=-1):
+    """A tuple of `sections` equal parts of `x` along `axis`."""
+    parts = Split(sections, axis)(x)
+    return tuple(parts) if sections > 1 else (parts,)  # a Function with one output returns it bare
 
 
 # ----------------------------------------------------------------------------- reductions

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import backend
 from . import functional as F
-from .autograd import Function, Tensor
+from .autograd import Tensor, split
 
 
 class Parameter(Tensor):
@@ -289,18 +289,6 @@ class ModuleList(Sequential):
         raise TypeError("ModuleList has no forward; iterate over it")
 
 
-class Split(Function):
-    """Split the last axis into equal parts (one output each); backward concatenates."""
-    def __init__(self, n):
-        self.n = n
-
-    def forward(self, x):
-        return tuple(backend.get_array_module(x).split(x, self.n, axis=-1))
-
-    def backward(self, *gs):
-        return backend.get_array_module(gs[0]).concatenate(gs, axis=-1)
-
-
 class MultiheadAttention(Module):
     """Multi-head attention with PyTorch's packed parameters (in_proj_weight (3E, E),
     in_proj_bias (3E,), out_proj), so torch checkpoints load as they are.
@@ -323,10 +311,10 @@ class MultiheadAttention(Module):
         if query.shape[-1] != E:
             raise ValueError(f"MultiheadAttention: query has shape {query.shape}, expected (N, L, {E})")
         if key is None and value is None:  # self-attention: one matmul for q, k and v
-            q, k, v = Split(3)(F.linear(query, self.in_proj_weight, self.in_proj_bias))
+            q, k, v = split(F.linear(query, self.in_proj_weight, self.in_proj_bias), 3)
         else:
-            w_q, w_k, w_v = Split(3)(self.in_proj_weight.T)  # (E, E) each, already transposed
-            b_q, b_k, b_v = Split(3)(self.in_proj_bias)
+            w_q, w_k, w_v = split(self.in_proj_weight.T, 3)  # (E, E) each, already transposed
+            b_q, b_k, b_v = split(self.in_proj_bias, 3)
             key = query if key is None else key
             value = key if value is None else value
             q, k, v = query @ w_q + b_q, key @ w_k + b_k, value @ w_v + b_v

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
 import minclip
-from minclip import Function, Tensor, backend, concat, enable_grad, gradcheck, no_grad, stack, using_config
+from minclip import Function, Tensor, backend, concat, enable_grad, gradcheck, no_grad, split, stack, using_config
 
 # ----------------------------------------------------------------------------- binary operators
 BINARY = {  # name: (minclip, numpy); the second operand is positive, so division is safe
@@ -249,7 +249,7 @@ def test_index_with_a_tensor_of_ids():
     gradcheck(lambda x: x[ids], [x])
 
 
-# ----------------------------------------------------------------------------- concat and stack
+# ----------------------------------------------------------------------------- concat, stack and split
 @pytest.mark.parametrize("axis", [0, 1, -1])
 def test_concat(axis):
     shapes = {0: [(2, 3), (1, 3), (3, 3)], 1: [(2, 1), (2, 3), (2, 2)], -1: [(2, 1), (2, 3), (2, 2)]}[axis]
@@ -263,6 +263,22 @@ def test_stack(axis):
     ts = [tensor((2, 3), seed=i) for i in range(3)]
     close(stack(ts, axis=axis), np.stack([host(t) for t in ts], axis=axis))
     gradcheck(lambda *ts: stack(ts, axis=axis), ts)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_split(axis):
+    x = tensor((6, 4, 6))
+    parts = split(x, 2 if axis == 1 else 3, axis=axis)
+    for got, ref in zip(parts, np.split(host(x), len(parts), axis=axis)):
+        close(got, ref)
+    gradcheck(lambda x: split(x, 3, axis=axis)[1], [x] if axis != 1 else [tensor((6, 3, 6))])
+    gradcheck(lambda x: concat(split(x, 3), axis=-1) * 2, [x])  # concat undoes split
+    assert len(split(x, 1)) == 1 and split(x, 1)[0].shape == (6, 4, 6)  # one part is still a tuple
+
+
+def test_split_into_unequal_parts_names_the_shape():
+    with pytest.raises(ValueError, match=r"axis -1 of shape \(2, 5\) does not divide into 3 equal parts"):
+        split(tensor((2, 5)), 3)
 
 
 def test_concat_and_stack_of_non_contiguous_and_mixed_inputs():
