@@ -278,20 +278,20 @@ class Function:
 # ----------------------------------------------------------------------------- arithmetic
 class Add(Function):
     def forward(self, a, b):
-        self.sa, self.sb = a.shape, b.shape
+        self.a_shape, self.b_shape = a.shape, b.shape
         return a + b
 
     def backward(self, g):
-        return sum_to(g, self.sa), sum_to(g, self.sb)
+        return sum_to(g, self.a_shape), sum_to(g, self.b_shape)
 
 
 class Sub(Function):
     def forward(self, a, b):
-        self.sa, self.sb = a.shape, b.shape
+        self.a_shape, self.b_shape = a.shape, b.shape
         return a - b
 
     def backward(self, g):
-        return sum_to(g, self.sa), sum_to(-g, self.sb)
+        return sum_to(g, self.a_shape), sum_to(-g, self.b_shape)
 
 
 class Mul(Function):
@@ -322,16 +322,16 @@ class Neg(Function):
 
 
 class Pow(Function):
-    """x ** p for a constant exponent p."""
-    def __init__(self, p):
-        self.p = p
+    """x ** exponent for a constant exponent."""
+    def __init__(self, exponent):
+        self.exponent = exponent
 
     def forward(self, x):
         self.x = x
-        return x ** self.p
+        return x ** self.exponent
 
     def backward(self, g):
-        return g * self.p * self.x ** (self.p - 1)
+        return g * self.exponent * self.x ** (self.exponent - 1)
 
 
 class MatMul(Function):
@@ -410,11 +410,11 @@ class AsType(Function):
         self.dtype = dtype
 
     def forward(self, x):
-        self.src = x.dtype
+        self.x_dtype = x.dtype
         return x.astype(self.dtype)
 
     def backward(self, g):
-        return g.astype(self.src)
+        return g.astype(self.x_dtype)
 
 
 # ----------------------------------------------------------------------------- shapes
@@ -423,11 +423,11 @@ class Reshape(Function):
         self.shape = tuple(shape)
 
     def forward(self, x):
-        self.src = x.shape
+        self.x_shape = x.shape
         return x.reshape(self.shape)
 
     def backward(self, g):
-        return g.reshape(self.src)
+        return g.reshape(self.x_shape)
 
 
 class Transpose(Function):
@@ -449,12 +449,12 @@ class GetItem(Function):
         self.index = _raw_index(index)
 
     def forward(self, x):
-        self.shape, self.dtype = x.shape, x.dtype
+        self.x_shape, self.x_dtype = x.shape, x.dtype
         return x[self.index]
 
     def backward(self, g):
         xp = backend.get_array_module(g)
-        gx = xp.zeros(self.shape, self.dtype)
+        gx = xp.zeros(self.x_shape, self.x_dtype)
         if _is_basic_index(self.index):
             gx[self.index] = g  # basic slicing never repeats an element
         else:
@@ -542,22 +542,22 @@ class Sum(Function):
         self.axis, self.keepdims = axis, keepdims
 
     def forward(self, x):
-        self.shape = x.shape
+        self.x_shape = x.shape
         return x.sum(axis=self.axis, keepdims=self.keepdims)
 
     def backward(self, g):
         xp = backend.get_array_module(g)
-        return xp.broadcast_to(_expand(g, self.shape, self.axis, self.keepdims), self.shape).copy()
+        return xp.broadcast_to(_expand(g, self.x_shape, self.axis, self.keepdims), self.x_shape).copy()
 
 
 class Mean(Sum):
     def forward(self, x):
         y = super().forward(x)
-        self.n = x.size // max(y.size, 1)
-        return y / self.n
+        self.count = x.size // max(y.size, 1)  # elements averaged into each output
+        return y / self.count
 
     def backward(self, g):
-        return super().backward(g / self.n)
+        return super().backward(g / self.count)
 
 
 class Max(Function):
