@@ -229,11 +229,14 @@ def _raw(x):
 
 
 def as_tensor(x, like=None):
-    """`x` as a Tensor; numbers take the dtype of `like` so float32 stays float32."""
+    """`x` as a Tensor. Numbers and lists go to the backend of array `like` and, when `like` is
+    floating, take its dtype so float32 stays float32 (not for int/bool `like`: 0.5 would truncate)."""
     if isinstance(x, Tensor):
         return x
-    if like is not None and not backend.is_array(x) and like.dtype.kind == "f":  # not int/bool: 0.5 would truncate
-        return Tensor(backend.get_array_module(like).asarray(x, dtype=like.dtype))
+    if like is not None and not backend.is_array(x):
+        a = np.asarray(x)
+        dtype = like.dtype if like.dtype.kind == "f" else backend.get_default_dtype() if a.dtype.kind == "f" else None
+        return Tensor(backend.asarray(a, dtype=dtype, like=like))
     return Tensor(x)
 
 

@@ -127,7 +127,7 @@ class CLIP(nn.Module):
         if isinstance(image, Tensor):
             image = image if image.dtype == self.dtype else image.astype(self.dtype)
         else:
-            image = Tensor(backend.asarray(image, dtype=self.dtype))
+            image = Tensor(backend.asarray(image, dtype=self.dtype, like=self.visual.conv1.weight))
         return self.visual(image)
 
     def encode_text(self, text):
@@ -138,7 +138,7 @@ class CLIP(nn.Module):
         causal mask are used. Because of the causal mask this gives exactly the features of the same
         tokens zero-padded to context_length, and attention costs L^2 instead of 77^2.
         """
-        text = backend.asarray(text)
+        text = backend.asarray(text, like=self.token_embedding.weight)  # where the model is, not the default
         N, L = self._check_tokens(text)
         x = self.token_embedding(text)                                           # (N, L, width)
         pos = self.positional_embedding
@@ -229,7 +229,7 @@ def build_model(state_dict):
     model = CLIP(embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
                  context_length, vocab_size, transformer_width, transformer_heads, transformer_layers)
     # torch's BatchNorm fills in a missing num_batches_tracked the same way (older checkpoints lack it)
-    for key, _, _ in model.named_buffers():
+    for key, _, _ in model.named_buffers(persistent_only=True):
         if key.endswith("num_batches_tracked") and key not in sd:
             sd[key] = np.zeros((), np.int64)
     model.load_state_dict(sd)  # strict: ValueError naming missing, unexpected or mis-shaped keys
