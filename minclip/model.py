@@ -11,6 +11,7 @@ Named configurations are JSON files in minclip/configs/ (open_clip style):
 
     model = create_model("tiny-vit")          # or "RN50", "ViT-B-32", ... ; list_models()
 """
+import inspect
 import json
 import math
 from pathlib import Path
@@ -24,8 +25,6 @@ from .resnet import ModifiedResNet
 from .transformer import Transformer, VisionTransformer
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-CONFIG_KEYS = ("embed_dim", "image_resolution", "vision_layers", "vision_width", "vision_patch_size",
-               "context_length", "vocab_size", "transformer_width", "transformer_heads", "transformer_layers")
 
 
 class CLIP(nn.Module):
@@ -44,11 +43,8 @@ class CLIP(nn.Module):
     """
     def __init__(self, embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
                  context_length, vocab_size, transformer_width, transformer_heads, transformer_layers):
-        self.config = dict(embed_dim=embed_dim, image_resolution=image_resolution, vision_layers=vision_layers,
-                           vision_width=vision_width, vision_patch_size=vision_patch_size,
-                           context_length=context_length, vocab_size=vocab_size,
-                           transformer_width=transformer_width, transformer_heads=transformer_heads,
-                           transformer_layers=transformer_layers)  # the constructor arguments, for checkpoints
+        args = locals()
+        self.config = {k: args[k] for k in CONFIG_KEYS}  # the constructor arguments, for checkpoints
         self.context_length = context_length
 
         if isinstance(vision_layers, (tuple, list)):
@@ -176,6 +172,10 @@ class CLIP(nn.Module):
         text_features = F.l2_normalize(self.encode_text(text), axis=1)
         logits_per_image = self.logit_scale.exp() * (image_features @ text_features.T)
         return logits_per_image, logits_per_image.T
+
+
+# the ten constructor arguments, in order: read off the signature so the names are written once
+CONFIG_KEYS = tuple(inspect.signature(CLIP.__init__).parameters)[1:]
 
 
 # ----------------------------------------------------------------------------- checkpoints
