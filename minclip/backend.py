@@ -165,7 +165,7 @@ def erf(x):
     """Elementwise error function (NumPy has none; math.erf is exact to round-off)."""
     if get_array_module(x) is np:
         return np.asarray(_np_erf(x), dtype=x.dtype)  # frompyfunc gives a Python float for 0-d input
-    import cupyx.scipy.special
+    import cupyx.scipy.special  # here, not at the top: CuPy is optional
     return cupyx.scipy.special.erf(x)
 
 
@@ -175,7 +175,7 @@ def scatter_add(target, index, values):
     if xp is np or hasattr(xp.add, "at"):  # CuPy >= 13 has ufunc.at like NumPy
         xp.add.at(target, index, values)
     else:
-        import cupyx
+        import cupyx  # optional, as above
         cupyx.scatter_add(target, index, values)
 
 
