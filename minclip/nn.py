@@ -298,6 +298,18 @@ class ModuleList(Sequential):
         raise TypeError("ModuleList has no forward; iterate over it")
 
 
+def split_heads(x, num_heads):
+    """(N, L, E) -> (N, num_heads, L, E / num_heads): each head attends with its own slice of E."""
+    N, L, E = x.shape
+    return x.reshape(N, L, num_heads, E // num_heads).transpose(0, 2, 1, 3)
+
+
+def merge_heads(x):
+    """(N, h, L, E / h) -> (N, L, E), the inverse of split_heads."""
+    N, h, L, d = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(N, L, h * d)
+
+
 class MultiheadAttention(Module):
     """Multi-head attention with PyTorch's packed parameters (in_proj_weight (3E, E),
     in_proj_bias (3E,), out_proj), so torch checkpoints load as they are.
@@ -327,9 +339,6 @@ class MultiheadAttention(Module):
             key = query if key is None else key
             value = key if value is None else value
             q, k, v = query @ w_q + b_q, key @ w_k + b_k, value @ w_v + b_v
-
-        def heads(t):  # (N, L, E) -> (N, h, L, E/h)
-            return t.reshape(t.shape[0], t.shape[1], h, E // h).transpose(0, 2, 1, 3)
-        out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask)  # (N, h, Lq, E/h)
-        out = out.transpose(0, 2, 1, 3).reshape(query.shape[0], query.shape[1], E)   # (N, Lq, E)
-        return self.out_proj(out)
+        q, k, v = split_heads(q, h), split_heads(k, h), split_heads(v, h)  # (N, h, L, E/h)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask)          # (N, h, Lq, E/h)
+        return self.out_proj(merge_heads(out))                             # (N, Lq, E)

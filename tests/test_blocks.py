@@ -169,6 +169,14 @@ class TestLayers:
         q, kv = rand(2, 3, 8, seed=1), rand(2, 5, 8, seed=2)
         gradcheck(lambda q, kv: mha(q, kv, kv, attn_mask=mask), [q, kv], params=mha.parameters())
 
+    def test_split_and_merge_heads(self):
+        x = rand(2, 5, 6)
+        heads = nn.split_heads(x, 3)                                    # (2, 3, 5, 2)
+        assert heads.shape == (2, 3, 5, 2)
+        np.testing.assert_array_equal(heads.data[:, 1], x.data[..., 2:4])  # head j: features j*d .. (j+1)*d
+        np.testing.assert_array_equal(nn.merge_heads(heads).data, x.data)
+        gradcheck(lambda x: nn.merge_heads(nn.split_heads(x, 3) * 2), [x])
+
     def test_multihead_matches_separate_heads(self):
         """The packed projection and head split equal the textbook per-head loop."""
         mha = nn.MultiheadAttention(8, 2)
