@@ -185,12 +185,12 @@ class Tensor:
     def __getitem__(self, index): return GetItem(index)(self)
 
     # comparisons give boolean tensors with no gradient
-    def __lt__(self, o): return Tensor(self.data < _raw(o))
-    def __le__(self, o): return Tensor(self.data <= _raw(o))
-    def __gt__(self, o): return Tensor(self.data > _raw(o))
-    def __ge__(self, o): return Tensor(self.data >= _raw(o))
-    def __eq__(self, o): return Tensor(self.data == _raw(o))
-    def __ne__(self, o): return Tensor(self.data != _raw(o))
+    def __lt__(self, o): return Tensor(self.data < backend.unwrap(o))
+    def __le__(self, o): return Tensor(self.data <= backend.unwrap(o))
+    def __gt__(self, o): return Tensor(self.data > backend.unwrap(o))
+    def __ge__(self, o): return Tensor(self.data >= backend.unwrap(o))
+    def __eq__(self, o): return Tensor(self.data == backend.unwrap(o))
+    def __ne__(self, o): return Tensor(self.data != backend.unwrap(o))
     # hashing stays by identity (tensors are dict keys); a dict compares hashes before calling __eq__,
     # and distinct live objects have distinct identity hashes, so lookups never ask a Tensor for its truth
     __hash__ = object.__hash__
@@ -222,10 +222,6 @@ class Tensor:
     def sqrt(self): return Sqrt()(self)
     def tanh(self): return Tanh()(self)
     def astype(self, dtype): return AsType(dtype)(self)
-
-
-def _raw(x):
-    return x.data if isinstance(x, Tensor) else x
 
 
 def as_tensor(x, like=None):
@@ -467,8 +463,8 @@ class GetItem(Function):
 
 def _raw_index(index):
     if isinstance(index, tuple):
-        return tuple(_raw(i) for i in index)
-    return _raw(index)
+        return tuple(backend.unwrap(i) for i in index)
+    return backend.unwrap(index)
 
 
 def _is_basic_index(index):
