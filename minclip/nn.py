@@ -115,10 +115,10 @@ class Module:
                                      f"but {tuple(target.shape)} in the model")
         for k, v in state_dict.items():
             if k in params:
-                params[k].data = _copy_in(v, params[k].dtype)
+                params[k].data = _copy_in(v, params[k].data)
             elif k in buffers:
                 m, name = buffers[k]
-                setattr(m, name, _copy_in(v, getattr(m, name).dtype))
+                setattr(m, name, _copy_in(v, getattr(m, name)))
         return missing, unexpected
 
     def to(self, target):
@@ -145,10 +145,11 @@ class Module:
         return self
 
 
-def _copy_in(v, dtype):
-    """A backend copy of array `v` in `dtype`: a loaded model must never share memory with the
-    state_dict it came from (in-place optimizer steps would write into the caller's arrays)."""
-    return backend.asarray(np.array(backend.to_numpy(v), dtype=dtype))
+def _copy_in(v, target):
+    """A copy of array `v` in the dtype and on the backend of the array `target` it replaces: a loaded
+    model must never share memory with the state_dict it came from (in-place optimizer steps would
+    write into the caller's arrays)."""
+    return backend.asarray(np.array(backend.to_numpy(v), dtype=target.dtype), like=target)
 
 
 # ----------------------------------------------------------------------------- initialisation

@@ -79,6 +79,8 @@ class TestModuleTo:
         assert all(backend.get_array_module(a) is backend.cupy for a in arrays_of(net))
         y = net[2](Tensor(backend.cupy.asarray(np.ones((1, 4, 8)))))
         assert backend.get_array_module(y) is backend.cupy
+        net.load_state_dict(net.state_dict())  # host arrays in, loaded where the model is
+        assert all(backend.get_array_module(a) is backend.cupy for a in arrays_of(net))
         net.to("numpy")
         assert all(type(a) is np.ndarray for a in arrays_of(net)) and backend.current() == before
 
