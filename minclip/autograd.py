@@ -21,14 +21,27 @@ class Config:
 
 
 @contextmanager
-def no_grad():
-    """Run without recording the graph (evaluation, parameter updates)."""
-    old = Config.enable_backprop
-    Config.enable_backprop = False
+def using_config(name, value):
+    """Set `Config.<name>` to `value` inside the block and restore it afterwards, even on an error.
+    The one place a Config flag is changed (DeZero's using_config)."""
+    if not hasattr(Config, name):
+        raise AttributeError(f"using_config: Config has no setting {name!r}; it has enable_backprop")
+    old = getattr(Config, name)
+    setattr(Config, name, value)
     try:
         yield
     finally:
-        Config.enable_backprop = old
+        setattr(Config, name, old)
+
+
+def no_grad():
+    """Run without recording the graph (evaluation, parameter updates)."""
+    return using_config("enable_backprop", False)
+
+
+def enable_grad():
+    """Record the graph even inside an outer `no_grad()` (e.g. fitting a probe during evaluation)."""
+    return using_config("enable_backprop", True)
 
 
 def sum_to(g, shape):
@@ -70,6 +83,15 @@ class Tensor:
 
     def __len__(self):
         return len(self.data)
+
+    def __bool__(self):
+        # NumPy's rule, not micrograd's identity comparison: `a == b` stays an elementwise boolean
+        # Tensor (masks, accuracy), so truth must be asked explicitly. Otherwise `Tensor([1, 2]) in
+        # [Tensor([5, 6])]` and `if a == b:` would be silently True (a non-empty object is truthy).
+        if self.size != 1:
+            raise ValueError(f"the truth value of a Tensor of shape {self.shape} is ambiguous; "
+                             "use t.any() or t.all(), or compare tensors with `is`")
+        return bool(self.data)
 
     def __repr__(self):
         body = str(backend.to_numpy(self.data)).replace("\n", "\n       ")
@@ -163,13 +185,18 @@ class Tensor:
     def __getitem__(self, index): return GetItem(index)(self)
 
     # comparisons give boolean tensors with no gradient
-    def __lt__(self, o): return Tensor(self.data < _raw(o))
-    def __le__(self, o): return Tensor(self.data <= _raw(o))
-    def __gt__(self, o): return Tensor(self.data > _raw(o))
-    def __ge__(self, o): return Tensor(self.data >= _raw(o))
-    def __eq__(self, o): return Tensor(self.data == _raw(o))
-    def __ne__(self, o): return Tensor(self.data != _raw(o))
-    __hash__ = object.__hash__  # tensors are used as dict keys by identity
+    def __lt__(self, o): return Tensor(self.data < backend.unwrap(o))
+    def __le__(self, o): return Tensor(self.data <= backend.unwrap(o))
+    def __gt__(self, o): return Tensor(self.data > backend.unwrap(o))
+    def __ge__(self, o): return Tensor(self.data >= backend.unwrap(o))
+    def __eq__(self, o): return Tensor(self.data == backend.unwrap(o))
+    def __ne__(self, o): return Tensor(self.data != backend.unwrap(o))
+    # hashing stays by identity (tensors are dict keys); a dict compares hashes before calling __eq__,
+    # and distinct live objects have distinct identity hashes, so lookups never ask a Tensor for its truth
+    __hash__ = object.__hash__
+
+    def any(self): return Tensor(self.data.any())
+    def all(self): return Tensor(self.data.all())
 
     # --- shape and reductions
     def reshape(self, *shape):
@@ -197,16 +224,15 @@ class Tensor:
     def astype(self, dtype): return AsType(dtype)(self)
 
 
-def _raw(x):
-    return x.data if isinstance(x, Tensor) else x
-
-
 def as_tensor(x, like=None):
-    """`x` as a Tensor; numbers take the dtype of `like` so float32 stays float32."""
+    """`x` as a Tensor. Numbers and lists go to the backend of array `like` and, when `like` is
+    floating, take its dtype so float32 stays float32 (not for int/bool `like`: 0.5 would truncate)."""
     if isinstance(x, Tensor):
         return x
-    if like is not None and not backend.is_array(x) and like.dtype.kind == "f":  # not int/bool: 0.5 would truncate
-        return Tensor(backend.get_array_module(like).asarray(x, dtype=like.dtype))
+    if like is not None and not backend.is_array(x):
+        a = np.asarray(x)
+        dtype = like.dtype if like.dtype.kind == "f" else backend.get_default_dtype() if a.dtype.kind == "f" else None
+        return Tensor(backend.asarray(a, dtype=dtype, like=like))
     return Tensor(x)
 
 
@@ -251,20 +277,20 @@ class Function:
 # ----------------------------------------------------------------------------- arithmetic
 class Add(Function):
     def forward(self, a, b):
-        self.sa, self.sb = a.shape, b.shape
+        self.a_shape, self.b_shape = a.shape, b.shape
         return a + b
 
     def backward(self, g):
-        return sum_to(g, self.sa), sum_to(g, self.sb)
+        return sum_to(g, self.a_shape), sum_to(g, self.b_shape)
 
 
 class Sub(Function):
     def forward(self, a, b):
-        self.sa, self.sb = a.shape, b.shape
+        self.a_shape, self.b_shape = a.shape, b.shape
         return a - b
 
     def backward(self, g):
-        return sum_to(g, self.sa), sum_to(-g, self.sb)
+        return sum_to(g, self.a_shape), sum_to(-g, self.b_shape)
 
 
 class Mul(Function):
@@ -295,16 +321,16 @@ class Neg(Function):
 
 
 class Pow(Function):
-    """x ** p for a constant exponent p."""
-    def __init__(self, p):
-        self.p = p
+    """x ** exponent for a constant exponent."""
+    def __init__(self, exponent):
+        self.exponent = exponent
 
     def forward(self, x):
         self.x = x
-        return x ** self.p
+        return x ** self.exponent
 
     def backward(self, g):
-        return g * self.p * self.x ** (self.p - 1)
+        return g * self.exponent * self.x ** (self.exponent - 1)
 
 
 class MatMul(Function):
@@ -383,11 +409,11 @@ class AsType(Function):
         self.dtype = dtype
 
     def forward(self, x):
-        self.src = x.dtype
+        self.x_dtype = x.dtype
         return x.astype(self.dtype)
 
     def backward(self, g):
-        return g.astype(self.src)
+        return g.astype(self.x_dtype)
 
 
 # ----------------------------------------------------------------------------- shapes
@@ -396,11 +422,11 @@ class Reshape(Function):
         self.shape = tuple(shape)
 
     def forward(self, x):
-        self.src = x.shape
+        self.x_shape = x.shape
         return x.reshape(self.shape)
 
     def backward(self, g):
-        return g.reshape(self.src)
+        return g.reshape(self.x_shape)
 
 
 class Transpose(Function):
@@ -422,12 +448,12 @@ class GetItem(Function):
         self.index = _raw_index(index)
 
     def forward(self, x):
-        self.shape, self.dtype = x.shape, x.dtype
+        self.x_shape, self.x_dtype = x.shape, x.dtype
         return x[self.index]
 
     def backward(self, g):
         xp = backend.get_array_module(g)
-        gx = xp.zeros(self.shape, self.dtype)
+        gx = xp.zeros(self.x_shape, self.x_dtype)
         if _is_basic_index(self.index):
             gx[self.index] = g  # basic slicing never repeats an element
         else:
@@ -437,8 +463,8 @@ class GetItem(Function):
 
 def _raw_index(index):
     if isinstance(index, tuple):
-        return tuple(_raw(i) for i in index)
-    return _raw(index)
+        return tuple(backend.unwrap(i) for i in index)
+    return backend.unwrap(index)
 
 
 def _is_basic_index(index):
@@ -472,12 +498,33 @@ class Stack(Function):
         return tuple(xp.moveaxis(g, self.axis, 0))
 
 
+class Split(Function):
+    """Split `axis` into `sections` equal parts (one output each); the inverse of Concat."""
+    def __init__(self, sections, axis=-1):
+        self.sections, self.axis = sections, axis
+
+    def forward(self, x):
+        if x.shape[self.axis] % self.sections:
+            raise ValueError(f"split: axis {self.axis} of shape {x.shape} does not divide into "
+                             f"{self.sections} equal parts")
+        return tuple(backend.get_array_module(x).split(x, self.sections, axis=self.axis))
+
+    def backward(self, *gs):
+        return backend.get_array_module(gs[0]).concatenate(gs, axis=self.axis)
+
+
 def concat(tensors, axis=0):
     return Concat(axis)(*tensors)
 
 
 def stack(tensors, axis=0):
     return Stack(axis)(*tensors)
+
+
+def split(x, sections, axis=-1):
+    """A tuple of `sections` equal parts of `x` along `axis`."""
+    parts = Split(sections, axis)(x)
+    return tuple(parts) if sections > 1 else (parts,)  # a Function with one output returns it bare
 
 
 # ----------------------------------------------------------------------------- reductions
@@ -494,22 +541,22 @@ class Sum(Function):
         self.axis, self.keepdims = axis, keepdims
 
     def forward(self, x):
-        self.shape = x.shape
+        self.x_shape = x.shape
         return x.sum(axis=self.axis, keepdims=self.keepdims)
 
     def backward(self, g):
         xp = backend.get_array_module(g)
-        return xp.broadcast_to(_expand(g, self.shape, self.axis, self.keepdims), self.shape).copy()
+        return xp.broadcast_to(_expand(g, self.x_shape, self.axis, self.keepdims), self.x_shape).copy()
 
 
 class Mean(Sum):
     def forward(self, x):
         y = super().forward(x)
-        self.n = x.size // max(y.size, 1)
-        return y / self.n
+        self.count = x.size // max(y.size, 1)  # elements averaged into each output
+        return y / self.count
 
     def backward(self, g):
-        return super().backward(g / self.n)
+        return super().backward(g / self.count)
 
 
 class Max(Function):

@@ -1,16 +1,17 @@
 """Array backend: NumPy by default, CuPy as a drop-in GPU backend.
 
-Every op in minclip works on raw arrays through ``xp = get_array_module(x)``, so
-the same code runs on the CPU (NumPy) and the GPU (CuPy), as in DeZero.
+Every op works on raw arrays through ``xp = get_array_module(x)``, so the same code
+runs on the CPU (NumPy) and the GPU (CuPy), as in DeZero. The rule:
 
-Choose the backend before creating tensors:
+- `use(name)` (or MINCLIP_BACKEND=cupy) sets only the default for *new* arrays:
+  parameters a layer creates, tensors made from Python lists and numbers, `randn`.
+- Everything else follows its inputs: an op's output lives where its inputs do, and
+  `Module.to("cupy")` moves a model's arrays without touching the default.
 
-    MINCLIP_BACKEND=cupy python train.py     # environment variable, or
-    minclip.use("cupy")                       # in code
-
-Random numbers are always drawn with NumPy and then moved to the backend, so a
-seed gives the same numbers on both backends (tests rely on this).
+Random numbers are always drawn with NumPy and then moved, so a seed gives the
+same numbers on both backends (tests rely on this).
 """
+import math
 import os
 from contextlib import contextmanager
 
@@ -21,7 +22,7 @@ try:  # CuPy is optional: `pip install minclip[cuda12]` or `[cuda13]`
 except Exception:  # ImportError, or a broken CUDA install that fails on import
     cupy = None
 
-xp = np  # the array module of the current backend; read it as `backend.xp`
+xp = np  # the array module for new arrays; read it as `backend.xp`
 _name = "numpy"
 _default_dtype = np.dtype(np.float32)
 _rng = np.random.default_rng(0)
@@ -31,30 +32,34 @@ class BackendError(RuntimeError):
     """The requested backend cannot be used on this machine."""
 
 
-def use(name):
-    """Select the backend: "numpy" or "cupy". Returns the array module."""
-    global xp, _name
+def array_module(name):
+    """The array module of backend `name` ("numpy" or "cupy"), checked to be usable; changes nothing."""
     name = name.lower()
     if name == "numpy":
-        xp, _name = np, "numpy"
-    elif name == "cupy":
-        if cupy is None:
-            raise BackendError("backend 'cupy' requested but CuPy is not installed; "
-                               "install it with `pip install minclip[cuda12]` (or [cuda13])")
-        try:
-            n = cupy.cuda.runtime.getDeviceCount()
-        except Exception as e:  # no driver, no device
-            raise BackendError(f"backend 'cupy' requested but no CUDA GPU is usable: {e}") from e
-        if n == 0:
-            raise BackendError("backend 'cupy' requested but no CUDA GPU was found")
-        xp, _name = cupy, "cupy"
-    else:
+        return np
+    if name != "cupy":
         raise ValueError(f"unknown backend {name!r}; choose 'numpy' or 'cupy'")
+    if cupy is None:
+        raise BackendError("backend 'cupy' requested but CuPy is not installed; "
+                           "install it with `pip install minclip[cuda12]` (or [cuda13])")
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # no driver, no device
+        raise BackendError(f"backend 'cupy' requested but no CUDA GPU is usable: {e}") from e
+    if n == 0:
+        raise BackendError("backend 'cupy' requested but no CUDA GPU was found")
+    return cupy
+
+
+def use(name):
+    """Set the default backend for new arrays: "numpy" or "cupy". Returns its array module."""
+    global xp, _name
+    xp, _name = array_module(name), name.lower()
     return xp
 
 
 def current():
-    """Name of the current backend: "numpy" or "cupy"."""
+    """Name of the default backend for new arrays: "numpy" or "cupy"."""
     return _name
 
 
@@ -77,12 +82,14 @@ def is_array(x):
     return isinstance(x, np.ndarray) or (cupy is not None and isinstance(x, cupy.ndarray))
 
 
-def asarray(x, dtype=None):
-    """`x` as an array of the current backend (no copy when it already is one)."""
+def asarray(x, dtype=None, like=None):
+    """`x` as an array of the backend that holds `like` (an array or Tensor), or of the
+    default backend when `like` is None; no copy when it already is one."""
     x = unwrap(x)
-    if xp is np and cupy is not None and isinstance(x, cupy.ndarray):
-        x = x.get()
-    return xp.asarray(x, dtype=dtype)
+    target = xp if like is None else get_array_module(like)
+    if target is np:
+        return np.asarray(to_numpy(x), dtype=dtype)  # to_numpy: a CuPy array is copied to the host
+    return target.asarray(x, dtype=dtype)
 
 
 def to_numpy(x):
@@ -133,31 +140,32 @@ def get_rng(rng=None):
     return np.random.default_rng(rng)
 
 
-def randn(*shape, std=1.0, rng=None, dtype=None):
-    """Normal(0, std) samples of `shape` on the current backend (drawn by NumPy, then moved)."""
+def randn(*shape, std=1.0, rng=None, dtype=None, like=None):
+    """Normal(0, std) samples of `shape`, drawn by NumPy, then moved to the backend of
+    `like` (default: the default backend)."""
     a = get_rng(rng).standard_normal(shape) * std
-    return asarray(a, dtype=dtype or _default_dtype)
+    return asarray(a, dtype=dtype or _default_dtype, like=like)
 
 
-def rand(*shape, rng=None, dtype=None):
-    """Uniform [0, 1) samples of `shape` on the current backend."""
-    return asarray(get_rng(rng).random(shape), dtype=dtype or _default_dtype)
+def rand(*shape, rng=None, dtype=None, like=None):
+    """Uniform [0, 1) samples of `shape` on the backend of `like` (default: the default backend)."""
+    return asarray(get_rng(rng).random(shape), dtype=dtype or _default_dtype, like=like)
 
 
 def randint(low, high, shape, rng=None):
-    """Integer samples in [low, high) as int64 on the current backend."""
+    """Integer samples in [low, high) as int64 on the default backend."""
     return asarray(get_rng(rng).integers(low, high, size=shape), dtype=np.int64)
 
 
 # ----------------------------------------------------------------------------- special functions
-_np_erf = np.frompyfunc(__import__("math").erf, 1, 1)
+_np_erf = np.frompyfunc(math.erf, 1, 1)
 
 
 def erf(x):
     """Elementwise error function (NumPy has none; math.erf is exact to round-off)."""
     if get_array_module(x) is np:
         return np.asarray(_np_erf(x), dtype=x.dtype)  # frompyfunc gives a Python float for 0-d input
-    import cupyx.scipy.special
+    import cupyx.scipy.special  # here, not at the top: CuPy is optional
     return cupyx.scipy.special.erf(x)
 
 
@@ -167,7 +175,7 @@ def scatter_add(target, index, values):
     if xp is np or hasattr(xp.add, "at"):  # CuPy >= 13 has ufunc.at like NumPy
         xp.add.at(target, index, values)
     else:
-        import cupyx
+        import cupyx  # optional, as above
         cupyx.scatter_add(target, index, values)
 
 

@@ -304,7 +304,7 @@ class Dropout(Function):
         self.p, self.rng = p, rng
 
     def forward(self, x):
-        keep = backend.rand(*x.shape, rng=self.rng, dtype=x.dtype) >= self.p
+        keep = backend.rand(*x.shape, rng=self.rng, dtype=x.dtype, like=x) >= self.p
         self.mask = keep.astype(x.dtype) / (1 - self.p)  # scale now so evaluation needs no rescaling
         return x * self.mask
 

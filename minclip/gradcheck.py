@@ -29,7 +29,8 @@ def gradcheck(fn, inputs, params=(), eps=1e-6, atol=1e-6, rtol=1e-4, max_element
     params: further tensors `fn` uses internally (a layer's parameters) to check.
     Returns True, or raises GradcheckError naming the worst element.
     """
-    checked = [t for t in list(inputs) + list(params) if isinstance(t, Tensor) and t.requires_grad]
+    tensors = [t for t in list(inputs) + list(params) if isinstance(t, Tensor)]
+    checked = [t for t in tensors if t.requires_grad]
     if not checked:
         raise ValueError("gradcheck: no input or parameter has requires_grad=True")
     for t in checked:
@@ -39,18 +40,26 @@ def gradcheck(fn, inputs, params=(), eps=1e-6, atol=1e-6, rtol=1e-4, max_element
     rng = np.random.default_rng(seed)
 
     y = fn(*inputs)
-    xp = backend.get_array_module(y.data)
-    w = backend.asarray(rng.standard_normal(y.shape))
+    w = backend.asarray(rng.standard_normal(y.shape), like=y)
 
     def loss():
         return float((fn(*inputs).data * w).sum())
 
-    for t in list(inputs) + list(params):
-        if isinstance(t, Tensor):
-            t.grad = None
+    _backward(y, w, tensors, checked)
+    if sum(t.size for t in checked) <= max_elements:
+        _check_elementwise(loss, checked, eps, atol, rtol)
+    else:
+        _check_directions(loss, checked, rng, n_directions, eps, atol, rtol)
+    return True
+
+
+def _backward(y, w, tensors, checked):
+    """Fill `.grad` with d(sum(y * w))/d(tensor) and check that exactly the `checked` tensors got one."""
+    for t in tensors:
+        t.grad = None
     y.backward(w)
-    for t in list(inputs) + list(params):
-        if isinstance(t, Tensor) and not t.requires_grad and t.grad is not None:
+    for t in tensors:
+        if not t.requires_grad and t.grad is not None:
             raise GradcheckError(f"gradcheck: a tensor without requires_grad (shape {t.shape}, "
                                  f"dtype {t.dtype}) received a gradient")
     for i, t in enumerate(checked):
@@ -59,36 +68,40 @@ def gradcheck(fn, inputs, params=(), eps=1e-6, atol=1e-6, rtol=1e-4, max_element
         if t.grad.shape != t.shape:
             raise GradcheckError(f"gradcheck: tensor #{i} has shape {t.shape} but its grad {t.grad.shape}")
 
-    if sum(t.size for t in checked) <= max_elements:
-        for i, t in enumerate(checked):
-            num = np.zeros(t.shape)
-            for idx in np.ndindex(*t.shape):
-                old = float(t.data[idx])
-                t.data[idx] = old + eps
-                up = loss()
-                t.data[idx] = old - eps
-                down = loss()
-                t.data[idx] = old
-                num[idx] = (up - down) / (2 * eps)
-            _compare(backend.to_numpy(t.grad), num, atol, rtol, f"tensor #{i} (shape {t.shape})")
-    else:
-        for k in range(n_directions):
-            rs = [rng.standard_normal(t.shape) for t in checked]
-            norm = np.sqrt(sum((r * r).sum() for r in rs))
-            rs = [backend.asarray(r / norm) for r in rs]
-            base = [t.data.copy() for t in checked]
-            for t, b, r in zip(checked, base, rs):
-                t.data[...] = b + eps * r
+
+def _check_elementwise(loss, checked, eps, atol, rtol):
+    """Every element of every tensor: 2 forward passes each."""
+    for i, t in enumerate(checked):
+        num = np.zeros(t.shape)
+        for idx in np.ndindex(*t.shape):
+            old = float(t.data[idx])
+            t.data[idx] = old + eps
             up = loss()
-            for t, b, r in zip(checked, base, rs):
-                t.data[...] = b - eps * r
+            t.data[idx] = old - eps
             down = loss()
-            for t, b in zip(checked, base):
-                t.data[...] = b
-            num = (up - down) / (2 * eps)
-            ana = float(sum(xp.sum(t.grad * r) for t, r in zip(checked, rs)))
-            _compare(np.array([ana]), np.array([num]), atol, rtol, f"direction #{k} over all {len(checked)} tensors")
-    return True
+            t.data[idx] = old
+            num[idx] = (up - down) / (2 * eps)
+        _compare(backend.to_numpy(t.grad), num, atol, rtol, f"tensor #{i} (shape {t.shape})")
+
+
+def _check_directions(loss, checked, rng, n_directions, eps, atol, rtol):
+    """All tensors moved at once along `n_directions` random unit directions r: 2 forward passes each."""
+    for k in range(n_directions):
+        rs = [rng.standard_normal(t.shape) for t in checked]
+        norm = np.sqrt(sum((r * r).sum() for r in rs))
+        rs = [backend.asarray(r / norm, like=t) for r, t in zip(rs, checked)]
+        base = [t.data.copy() for t in checked]
+        for t, b, r in zip(checked, base, rs):
+            t.data[...] = b + eps * r
+        up = loss()
+        for t, b, r in zip(checked, base, rs):
+            t.data[...] = b - eps * r
+        down = loss()
+        for t, b in zip(checked, base):
+            t.data[...] = b
+        num = (up - down) / (2 * eps)
+        ana = float(sum((t.grad * r).sum() for t, r in zip(checked, rs)))
+        _compare(np.array([ana]), np.array([num]), atol, rtol, f"direction #{k} over all {len(checked)} tensors")
 
 
 def _compare(analytic, numeric, atol, rtol, what):

@@ -1,35 +1,15 @@
 """The symmetric contrastive loss of CLIP, written as Figure 3 of the paper.
 
 Radford et al. 2021, Figure 3 ("Numpy-like pseudocode for the core of an
-implementation of CLIP"):
+implementation of CLIP"): each line of the pseudocode stands as a comment beside
+the code that implements it in `clip_loss`. Its notation:
 
-    # image_encoder - ResNet or Vision Transformer
-    # text_encoder  - CBOW or Text Transformer
-    # I[n, h, w, c] - minibatch of aligned images
-    # T[n, l]       - minibatch of aligned texts
-    # W_i[d_i, d_e] - learned proj of image to embed
-    # W_t[d_t, d_e] - learned proj of text to embed
-    # t             - learned temperature parameter
+    I_f[n, d_i], T_f[n, d_t] - image and text features from the two encoders
+    W_i[d_i, d_e], W_t[d_t, d_e] - learned projections to the joint embedding
+    t - learned temperature parameter (the log of the inverse temperature)
 
-    # extract feature representations of each modality
-    I_f = image_encoder(I) #[n, d_i]
-    T_f = text_encoder(T) #[n, d_t]
-
-    # joint multimodal embedding [n, d_e]
-    I_e = l2_normalize(np.dot(I_f, W_i), axis=1)
-    T_e = l2_normalize(np.dot(T_f, W_t), axis=1)
-
-    # scaled pairwise cosine similarities [n, n]
-    logits = np.dot(I_e, T_e.T) * np.exp(t)
-
-    # symmetric loss function
-    labels = np.arange(n)
-    loss_i = cross_entropy_loss(logits, labels, axis=0)
-    loss_t = cross_entropy_loss(logits, labels, axis=1)
-    loss = (loss_i + loss_t)/2
-
-In minclip the projections W_i and W_t live inside the encoders (`visual.proj` or
-the attention pool's `c_proj`, and `text_projection`), so `CLIP.encode_image` and
+In minclip the projections live inside the encoders (`visual.proj` or the attention
+pool's `c_proj`, and `text_projection`), so `CLIP.encode_image` and
 `CLIP.encode_text` already return np.dot(I_f, W_i) and np.dot(T_f, W_t).
 """
 from . import backend
@@ -65,7 +45,7 @@ def clip_loss(image_features, text_features, logit_scale, return_logits=False):
     image_features: (n, d_e) Tensor, np.dot(I_f, W_i) = CLIP.encode_image(images).
     text_features:  (n, d_e) Tensor, np.dot(T_f, W_t) = CLIP.encode_text(tokens); row i pairs with image i.
     logit_scale: t, the log of the inverse temperature (CLIP.logit_scale, a Tensor, or a number);
-        exp(t) is clamped at 100.
+        exp(t) is clamped at MAX_LOGIT_SCALE (100).
     Returns the scalar loss Tensor, or (loss, logits (n, n)) with return_logits=True;
     logits[i, j] = exp(t) * cos(image i, text j).
     """

@@ -11,6 +11,7 @@ Named configurations are JSON files in minclip/configs/ (open_clip style):
 
     model = create_model("tiny-vit")          # or "RN50", "ViT-B-32", ... ; list_models()
 """
+import inspect
 import json
 import math
 from pathlib import Path
@@ -24,8 +25,6 @@ from .resnet import ModifiedResNet
 from .transformer import Transformer, VisionTransformer
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-CONFIG_KEYS = ("embed_dim", "image_resolution", "vision_layers", "vision_width", "vision_patch_size",
-               "context_length", "vocab_size", "transformer_width", "transformer_heads", "transformer_layers")
 
 
 class CLIP(nn.Module):
@@ -44,11 +43,8 @@ class CLIP(nn.Module):
     """
     def __init__(self, embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
                  context_length, vocab_size, transformer_width, transformer_heads, transformer_layers):
-        self.config = dict(embed_dim=embed_dim, image_resolution=image_resolution, vision_layers=vision_layers,
-                           vision_width=vision_width, vision_patch_size=vision_patch_size,
-                           context_length=context_length, vocab_size=vocab_size,
-                           transformer_width=transformer_width, transformer_heads=transformer_heads,
-                           transformer_layers=transformer_layers)  # the constructor arguments, for checkpoints
+        args = locals()
+        self.config = {k: args[k] for k in CONFIG_KEYS}  # the constructor arguments, for checkpoints
         self.context_length = context_length
 
         if isinstance(vision_layers, (tuple, list)):
@@ -127,7 +123,7 @@ class CLIP(nn.Module):
         if isinstance(image, Tensor):
             image = image if image.dtype == self.dtype else image.astype(self.dtype)
         else:
-            image = Tensor(backend.asarray(image, dtype=self.dtype))
+            image = Tensor(backend.asarray(image, dtype=self.dtype, like=self.visual.conv1.weight))
         return self.visual(image)
 
     def encode_text(self, text):
@@ -138,7 +134,7 @@ class CLIP(nn.Module):
         causal mask are used. Because of the causal mask this gives exactly the features of the same
         tokens zero-padded to context_length, and attention costs L^2 instead of 77^2.
         """
-        text = backend.asarray(text)
+        text = backend.asarray(text, like=self.token_embedding.weight)  # where the model is, not the default
         N, L = self._check_tokens(text)
         x = self.token_embedding(text)                                           # (N, L, width)
         pos = self.positional_embedding
@@ -176,6 +172,10 @@ class CLIP(nn.Module):
         text_features = F.l2_normalize(self.encode_text(text), axis=1)
         logits_per_image = self.logit_scale.exp() * (image_features @ text_features.T)
         return logits_per_image, logits_per_image.T
+
+
+# the ten constructor arguments, in order: read off the signature so the names are written once
+CONFIG_KEYS = tuple(inspect.signature(CLIP.__init__).parameters)[1:]
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -229,7 +229,7 @@ def build_model(state_dict):
     model = CLIP(embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
                  context_length, vocab_size, transformer_width, transformer_heads, transformer_layers)
     # torch's BatchNorm fills in a missing num_batches_tracked the same way (older checkpoints lack it)
-    for key, _, _ in model.named_buffers():
+    for key, _, _ in model.named_buffers(persistent_only=True):
         if key.endswith("num_batches_tracked") and key not in sd:
             sd[key] = np.zeros((), np.int64)
     model.load_state_dict(sd)  # strict: ValueError naming missing, unexpected or mis-shaped keys

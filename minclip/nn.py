@@ -12,7 +12,7 @@ import numpy as np
 
 from . import backend
 from . import functional as F
-from .autograd import Function, Tensor
+from .autograd import Tensor, split
 
 
 class Parameter(Tensor):
@@ -32,11 +32,10 @@ class Module:
     def forward(self, *args, **kwargs):
         raise NotImplementedError
 
-    def register_buffer(self, name, array):
-        """A state_dict entry that is not trained (running mean, num_batches_tracked)."""
-        self.__dict__.setdefault("_buffers", [])
-        if name not in self._buffers:
-            self._buffers.append(name)
+    def register_buffer(self, name, array, persistent=True):
+        """An array that is not trained but moves with `.to()`: BatchNorm's running statistics,
+        or (persistent=False, left out of the state_dict as in torch) the text encoder's causal mask."""
+        self.__dict__.setdefault("_buffers", {})[name] = persistent
         setattr(self, name, array)
 
     # --- the module tree
@@ -65,10 +64,12 @@ class Module:
     def parameters(self):
         return [p for _, p in self.named_parameters()]
 
-    def named_buffers(self):
+    def named_buffers(self, persistent_only=False):
+        """(state_dict key, owning module, attribute name) of every buffer."""
         for mod_name, m in self.named_modules():
-            for name in m.__dict__.get("_buffers", []):
-                yield (f"{mod_name}.{name}" if mod_name else name), m, name
+            for name, persistent in m.__dict__.get("_buffers", {}).items():
+                if persistent or not persistent_only:
+                    yield (f"{mod_name}.{name}" if mod_name else name), m, name
 
     def num_parameters(self):
         return sum(p.size for p in self.parameters())
@@ -89,7 +90,7 @@ class Module:
     def state_dict(self):
         """Name -> NumPy array (a host copy) for every parameter and buffer, PyTorch's key names."""
         sd = OrderedDict((k, backend.to_numpy(p.data).copy()) for k, p in self.named_parameters())
-        for k, m, name in self.named_buffers():
+        for k, m, name in self.named_buffers(persistent_only=True):
             sd[k] = backend.to_numpy(getattr(m, name)).copy()
         return sd
 
@@ -100,7 +101,7 @@ class Module:
         Everything is checked before anything is written, so a failed load changes nothing.
         """
         params = dict(self.named_parameters())
-        buffers = {k: (m, name) for k, m, name in self.named_buffers()}
+        buffers = {k: (m, name) for k, m, name in self.named_buffers(persistent_only=True)}
         missing = [k for k in list(params) + list(buffers) if k not in state_dict]
         unexpected = [k for k in state_dict if k not in params and k not in buffers]
         if strict and (missing or unexpected):
@@ -114,46 +115,55 @@ class Module:
                                      f"but {tuple(target.shape)} in the model")
         for k, v in state_dict.items():
             if k in params:
-                params[k].data = _copy_in(v, params[k].dtype)
+                params[k].data = _copy_in(v, params[k].data)
             elif k in buffers:
                 m, name = buffers[k]
-                setattr(m, name, _copy_in(v, getattr(m, name).dtype))
+                setattr(m, name, _copy_in(v, getattr(m, name)))
         return missing, unexpected
 
     def to(self, target):
-        """Move to a backend ("numpy"/"cupy") or cast floating parameters to a dtype."""
-        is_backend = isinstance(target, str) and target in ("numpy", "cupy")
-        if is_backend:
-            backend.use(target)
+        """Move parameters, gradients and buffers to a backend ("numpy" or "cupy"), or cast the
+        floating ones to a dtype. The default backend for new arrays stays as it is (see backend.py)."""
+        if isinstance(target, str) and target.lower() in ("numpy", "cupy"):
+            xp = backend.array_module(target)  # raises BackendError before anything has moved
+            move = backend.to_numpy if xp is np else xp.asarray
+        else:
+            try:
+                dtype = np.dtype(target)
+            except TypeError:
+                raise ValueError(f"Module.to: {target!r} is neither a backend ('numpy', 'cupy') "
+                                 "nor a dtype (np.float32, 'float64', ...)") from None
 
-        def move(a):
-            if is_backend:
-                return backend.asarray(a)
-            return a.astype(target) if a.dtype.kind == "f" else a
+            def move(a):
+                return a.astype(dtype) if a.dtype.kind == "f" else a
         for p in self.parameters():
-            p.data, p.grad = move(p.data), None
+            p.data = move(p.data)
+            p.grad = None if p.grad is None else move(p.grad)
         for _, m, name in self.named_buffers():
-            setattr(m, name, move(getattr(m, name)))
+            if getattr(m, name) is not None:
+                setattr(m, name, move(getattr(m, name)))
         return self
 
 
-def _copy_in(v, dtype):
-    """A backend copy of array `v` in `dtype`: a loaded model must never share memory with the
-    state_dict it came from (in-place optimizer steps would write into the caller's arrays)."""
-    return backend.asarray(np.array(backend.to_numpy(v), dtype=dtype))
+def _copy_in(v, target):
+    """A copy of array `v` in the dtype and on the backend of the array `target` it replaces: a loaded
+    model must never share memory with the state_dict it came from (in-place optimizer steps would
+    write into the caller's arrays)."""
+    return backend.asarray(np.array(backend.to_numpy(v), dtype=target.dtype), like=target)
 
 
 # ----------------------------------------------------------------------------- initialisation
+# (re)initialising a parameter keeps it on its backend; only a new one goes to the default backend
 def uniform_(p, bound, rng=None):
-    p.data = backend.asarray(backend.get_rng(rng).uniform(-bound, bound, p.shape), dtype=p.dtype)
+    p.data = backend.asarray(backend.get_rng(rng).uniform(-bound, bound, p.shape), dtype=p.dtype, like=p.data)
 
 
 def normal_(p, std, rng=None):
-    p.data = backend.randn(*p.shape, std=std, rng=rng, dtype=p.dtype)
+    p.data = backend.randn(*p.shape, std=std, rng=rng, dtype=p.dtype, like=p.data)
 
 
 def constant_(p, value):
-    p.data = backend.xp.full(p.shape, value, dtype=p.dtype)
+    p.data = backend.get_array_module(p.data).full(p.shape, value, dtype=p.dtype)
 
 
 def _param(*shape, value=0.0):
@@ -289,16 +299,16 @@ class ModuleList(Sequential):
         raise TypeError("ModuleList has no forward; iterate over it")
 
 
-class Split(Function):
-    """Split the last axis into equal parts (one output each); backward concatenates."""
-    def __init__(self, n):
-        self.n = n
+def split_heads(x, num_heads):
+    """(N, L, E) -> (N, num_heads, L, E / num_heads): each head attends with its own slice of E."""
+    N, L, E = x.shape
+    return x.reshape(N, L, num_heads, E // num_heads).transpose(0, 2, 1, 3)
 
-    def forward(self, x):
-        return tuple(backend.get_array_module(x).split(x, self.n, axis=-1))
 
-    def backward(self, *gs):
-        return backend.get_array_module(gs[0]).concatenate(gs, axis=-1)
+def merge_heads(x):
+    """(N, h, L, E / h) -> (N, L, E), the inverse of split_heads."""
+    N, h, L, d = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(N, L, h * d)
 
 
 class MultiheadAttention(Module):
@@ -323,16 +333,13 @@ class MultiheadAttention(Module):
         if query.shape[-1] != E:
             raise ValueError(f"MultiheadAttention: query has shape {query.shape}, expected (N, L, {E})")
         if key is None and value is None:  # self-attention: one matmul for q, k and v
-            q, k, v = Split(3)(F.linear(query, self.in_proj_weight, self.in_proj_bias))
+            q, k, v = split(F.linear(query, self.in_proj_weight, self.in_proj_bias), 3)
         else:
-            w_q, w_k, w_v = Split(3)(self.in_proj_weight.T)  # (E, E) each, already transposed
-            b_q, b_k, b_v = Split(3)(self.in_proj_bias)
+            w_q, w_k, w_v = split(self.in_proj_weight.T, 3)  # (E, E) each, already transposed
+            b_q, b_k, b_v = split(self.in_proj_bias, 3)
             key = query if key is None else key
             value = key if value is None else value
             q, k, v = query @ w_q + b_q, key @ w_k + b_k, value @ w_v + b_v
-
-        def heads(t):  # (N, L, E) -> (N, h, L, E/h)
-            return t.reshape(t.shape[0], t.shape[1], h, E // h).transpose(0, 2, 1, 3)
-        out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask)  # (N, h, Lq, E/h)
-        out = out.transpose(0, 2, 1, 3).reshape(query.shape[0], query.shape[1], E)   # (N, Lq, E)
-        return self.out_proj(out)
+        q, k, v = split_heads(q, h), split_heads(k, h), split_heads(v, h)  # (N, h, L, E/h)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask)          # (N, h, Lq, E/h)
+        return self.out_proj(merge_heads(out))                             # (N, Lq, E)

@@ -97,14 +97,11 @@ class AttentionPool2d(nn.Module):
         x = x.reshape(N, C, H * W).transpose(0, 2, 1)               # (N, HW, C)
         x = concat([x.mean(axis=1, keepdims=True), x], axis=1)     # (N, HW+1, C): the mean token first
         x = x + self.positional_embedding                           # (N, HW+1, C)
-
-        def heads(t):  # (N, L, C) -> (N, h, L, C/h)
-            return t.reshape(N, t.shape[1], h, C // h).transpose(0, 2, 1, 3)
-        q = heads(self.q_proj(x[:, :1]))                            # (N, h, 1, C/h): only the mean token asks
-        k = heads(self.k_proj(x))                                   # (N, h, HW+1, C/h)
-        v = heads(self.v_proj(x))                                   # (N, h, HW+1, C/h)
+        q = nn.split_heads(self.q_proj(x[:, :1]), h)               # (N, h, 1, C/h): only the mean token asks
+        k = nn.split_heads(self.k_proj(x), h)                       # (N, h, HW+1, C/h)
+        v = nn.split_heads(self.v_proj(x), h)                       # (N, h, HW+1, C/h)
         out = F.scaled_dot_product_attention(q, k, v)               # (N, h, 1, C/h)
-        out = out.transpose(0, 2, 1, 3).reshape(N, C)               # (N, C)
+        out = nn.merge_heads(out).reshape(N, C)                     # (N, C)
         return self.c_proj(out)                                     # (N, output_dim)
 
 

@@ -37,13 +37,15 @@ class ResidualAttentionBlock(nn.Module):
             ("c_proj", nn.Linear(d_model * 4, d_model)),
         ]))
         self.ln_2 = nn.LayerNorm(d_model)
-        self.attn_mask = attn_mask  # a plain array, not a buffer: OpenAI's state_dict has no mask
+        # non-persistent: `.to()` moves and casts it with the parameters, but it stays out of the
+        # state_dict (OpenAI's has no mask)
+        self.register_buffer("attn_mask", attn_mask, persistent=False)
 
     def mask_for(self, x):
-        """The (L, L) corner of attn_mask in x's dtype and backend (None without a mask).
+        """The (L, L) top-left corner of attn_mask in x's dtype and backend (None without a mask).
 
-        The converted mask is cached, so it is cast (or moved to the GPU) once, not per call;
-        the corner is a view, not a copy.
+        After `.to()` the mask already matches the parameters, and the corner is a view; an input of
+        another dtype or backend gets a converted copy per call (nothing is mutated in forward).
         """
         if self.attn_mask is None:
             return None
@@ -51,10 +53,7 @@ class ResidualAttentionBlock(nn.Module):
         if L > M:
             raise ValueError(f"ResidualAttentionBlock: input has {L} positions but the attention mask "
                              f"covers only {M}")
-        xp = backend.get_array_module(x)
-        if backend.get_array_module(self.attn_mask) is not xp or self.attn_mask.dtype != x.dtype:
-            self.attn_mask = backend.asarray(backend.to_numpy(self.attn_mask).astype(x.dtype))
-        return self.attn_mask[:L, :L]
+        return backend.asarray(self.attn_mask[:L, :L], dtype=x.dtype, like=x)
 
     def attention(self, x):
         return self.attn(x, attn_mask=self.mask_for(x))

@@ -58,6 +58,15 @@ def close(actual, expected, rtol=1e-10, atol=1e-12):
     np.testing.assert_allclose(to_numpy(actual), to_numpy(expected), rtol=rtol, atol=atol)
 
 
+def cupy_usable():
+    """True when CuPy is installed and sees a GPU (backend.use("cupy") would succeed)."""
+    try:
+        backend.array_module("cupy")
+        return True
+    except backend.BackendError:
+        return False
+
+
 def fake_tokenize(captions, length=16):
     """Stand-in tokenizer for data tests: the first bytes of each caption, zero-padded -> int64 (N, length)."""
     out = np.zeros((len(captions), length), np.int64)

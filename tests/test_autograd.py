@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
 import minclip
-from minclip import Function, Tensor, backend, concat, gradcheck, no_grad, stack
+from minclip import Function, Tensor, backend, concat, enable_grad, gradcheck, no_grad, split, stack, using_config
 
 # ----------------------------------------------------------------------------- binary operators
 BINARY = {  # name: (minclip, numpy); the second operand is positive, so division is safe
@@ -249,7 +249,7 @@ def test_index_with_a_tensor_of_ids():
     gradcheck(lambda x: x[ids], [x])
 
 
-# ----------------------------------------------------------------------------- concat and stack
+# ----------------------------------------------------------------------------- concat, stack and split
 @pytest.mark.parametrize("axis", [0, 1, -1])
 def test_concat(axis):
     shapes = {0: [(2, 3), (1, 3), (3, 3)], 1: [(2, 1), (2, 3), (2, 2)], -1: [(2, 1), (2, 3), (2, 2)]}[axis]
@@ -263,6 +263,22 @@ def test_stack(axis):
     ts = [tensor((2, 3), seed=i) for i in range(3)]
     close(stack(ts, axis=axis), np.stack([host(t) for t in ts], axis=axis))
     gradcheck(lambda *ts: stack(ts, axis=axis), ts)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_split(axis):
+    x = tensor((6, 4, 6))
+    parts = split(x, 2 if axis == 1 else 3, axis=axis)
+    for got, ref in zip(parts, np.split(host(x), len(parts), axis=axis)):
+        close(got, ref)
+    gradcheck(lambda x: split(x, 3, axis=axis)[1], [x] if axis != 1 else [tensor((6, 3, 6))])
+    gradcheck(lambda x: concat(split(x, 3), axis=-1) * 2, [x])  # concat undoes split
+    assert len(split(x, 1)) == 1 and split(x, 1)[0].shape == (6, 4, 6)  # one part is still a tuple
+
+
+def test_split_into_unequal_parts_names_the_shape():
+    with pytest.raises(ValueError, match=r"axis -1 of shape \(2, 5\) does not divide into 3 equal parts"):
+        split(tensor((2, 5)), 3)
 
 
 def test_concat_and_stack_of_non_contiguous_and_mixed_inputs():
@@ -331,6 +347,33 @@ def test_no_grad_records_no_graph():
             raise KeyError
     assert minclip.autograd.Config.enable_backprop  # restored after an error
     assert (x * 2).requires_grad
+
+
+def test_enable_grad_records_inside_no_grad_and_restores_it():
+    x = tensor((3,))
+    with no_grad():
+        with enable_grad():
+            y = (x * x).sum()
+        assert not minclip.autograd.Config.enable_backprop and not (x * 2).requires_grad
+    y.backward()
+    close(x.grad, 2 * host(x))
+    with pytest.raises(KeyError):
+        with no_grad(), enable_grad():
+            raise KeyError
+    assert minclip.autograd.Config.enable_backprop
+
+
+def test_using_config_sets_and_restores_a_flag_and_rejects_unknown_names():
+    with using_config("enable_backprop", False):
+        assert not minclip.autograd.Config.enable_backprop
+        with using_config("enable_backprop", True):
+            assert minclip.autograd.Config.enable_backprop
+        assert not minclip.autograd.Config.enable_backprop
+    assert minclip.autograd.Config.enable_backprop
+    with pytest.raises(AttributeError, match="Config has no setting 'enable_backpropagation'"):
+        with using_config("enable_backpropagation", False):
+            pass
+    assert not hasattr(minclip.autograd.Config, "enable_backpropagation")
 
 
 def test_inputs_without_requires_grad_record_nothing():
@@ -421,6 +464,32 @@ def test_comparisons_give_boolean_tensors_without_gradient():
         np.testing.assert_array_equal(got.numpy(), ref)
     gradcheck(lambda x: x * (x > 0), [x])  # the mask is a constant
     assert hash(x) != hash(y) and {x: 1}[x] == 1  # tensors hash by identity
+
+
+def test_truth_of_a_multi_element_tensor_is_an_error_as_in_numpy():
+    a, b = wrap(np.array([1.0, 2.0])), wrap(np.array([5.0, 6.0]))
+    with pytest.raises(ValueError, match=r"truth value of a Tensor of shape \(2,\) is ambiguous"):
+        bool(a == b)
+    with pytest.raises(ValueError, match="ambiguous"):
+        if a:
+            pass
+    with pytest.raises(ValueError, match="ambiguous"):  # not silently True, as it was through __len__
+        Tensor([1, 2]) in [Tensor([5, 6])]
+    with pytest.raises(ValueError, match=r"shape \(0,\)"):
+        bool(wrap(np.zeros(0)))
+    assert a in [a, b]  # the same object matches by identity, before `==` is asked
+    with pytest.raises(ValueError, match="ambiguous"):
+        a in [b, a]  # as NumPy: `==` with b comes first; search lists of tensors with `any(t is a ...)`
+    assert not (a == b).any() and (a == a).all() and (a != b).all()
+    assert isinstance((a == b).any(), Tensor)
+
+
+def test_truth_of_a_one_element_tensor_is_its_value():
+    assert bool(wrap(np.array(3.0))) and not bool(wrap(np.array([0.0])))
+    assert bool(wrap(np.array([[2.0]])) == 2.0)
+    assert Tensor([5]) in [Tensor([1]), Tensor([5])] and Tensor([7]) not in [Tensor([1])]  # elementwise, as NumPy
+    x = tensor((4,))
+    assert len({x: 1, tensor((4,)): 2}) == 2  # dict keys: by identity, never asked for their truth
 
 
 def test_non_leaf_tensors_keep_no_grad():

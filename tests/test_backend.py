@@ -8,21 +8,13 @@ import types
 
 import numpy as np
 import pytest
+from _helpers import cupy_usable
 
 import minclip
 import minclip.cli
 from minclip import Tensor, backend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cupy_usable():
-    if backend.cupy is None:
-        return False
-    try:
-        return backend.cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
 
 
 # ----------------------------------------------------------------------------- choosing the backend
@@ -75,6 +67,28 @@ def test_asarray_lands_on_the_current_backend_without_copying():
     assert backend.asarray(a) is a
     assert backend.asarray([1, 2]).dtype == np.int64
     assert backend.asarray([1, 2], dtype=np.float32).dtype == np.float32
+
+
+def test_asarray_and_random_numbers_follow_like_not_the_default():
+    host_array = np.ones(2, np.float32)
+    a = backend.asarray([1.5, 2.5], like=host_array)
+    assert type(a) is np.ndarray and a.dtype == np.float64  # like= picks the backend, not the dtype
+    assert backend.asarray(host_array, like=Tensor(host_array)) is host_array
+    assert type(backend.randn(2, 3, like=host_array)) is np.ndarray
+    assert type(backend.rand(2, like=host_array)) is np.ndarray
+    np.testing.assert_array_equal(backend.randn(2, rng=5, like=host_array),
+                                  backend.to_numpy(backend.randn(2, rng=5)))  # same numbers on every backend
+
+
+def test_array_module_checks_a_backend_without_switching_to_it():
+    before = backend.current()
+    assert backend.array_module("NUMPY") is np and backend.current() == before
+    with pytest.raises(ValueError, match="unknown backend 'gpu'"):
+        backend.array_module("gpu")
+    if not cupy_usable():
+        with pytest.raises(backend.BackendError):
+            backend.array_module("cupy")
+    assert backend.current() == before
 
 
 def test_get_array_module_unwraps_tensors():

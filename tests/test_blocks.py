@@ -7,6 +7,7 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
+from _helpers import cupy_usable
 
 from minclip import backend, nn
 from minclip import functional as F
@@ -32,6 +33,67 @@ def check(module, *inputs, **kw):
     params = module.parameters()
     assert params or any(isinstance(x, Tensor) and x.requires_grad for x in inputs)
     return gradcheck(module, inputs, params=params, **kw)
+
+
+def arrays_of(module):
+    """Every parameter, gradient and buffer array of `module`."""
+    out = [p.data for p in module.parameters()] + [p.grad for p in module.parameters() if p.grad is not None]
+    return out + [getattr(m, name) for _, m, name in module.named_buffers() if getattr(m, name) is not None]
+
+
+def small_net():
+    """Linear, BatchNorm2d (int and float buffers) and a masked attention block, with gradients."""
+    net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm2d(3),
+                        ResidualAttentionBlock(8, 2, attn_mask=F.causal_mask(6, dtype=np.float64)))
+    for p in net.parameters():
+        p.grad = backend.get_array_module(p.data).ones_like(p.data)
+    return net
+
+
+# ----------------------------------------------------------------------------- Module.to
+class TestModuleTo:
+    def test_to_numpy_moves_data_and_leaves_the_default_backend(self):
+        net, before = small_net(), (backend.current(), backend.xp)
+        assert net.to("numpy") is net
+        assert (backend.current(), backend.xp) == before
+        assert all(type(a) is np.ndarray for a in arrays_of(net))
+        # a forward pass follows the parameters, whatever the default backend is
+        y = net[2](Tensor(np.random.default_rng(0).standard_normal((1, 4, 8))))
+        assert type(y.data) is np.ndarray
+
+    def test_to_cupy_without_a_gpu_raises_and_changes_nothing(self):
+        if cupy_usable():
+            pytest.skip("CuPy and a GPU are usable here")
+        net, before = small_net(), backend.current()
+        arrays = arrays_of(net)
+        with pytest.raises(backend.BackendError, match="cupy"):
+            net.to("cupy")
+        assert backend.current() == before
+        assert all(a is b for a, b in zip(arrays_of(net), arrays, strict=True))
+
+    @pytest.mark.skipif(not cupy_usable(), reason="needs CuPy and a GPU")
+    def test_to_cupy_and_back_leaves_the_default_backend(self):
+        net, before = small_net(), backend.current()
+        net.to("cupy")
+        assert backend.current() == before
+        assert all(backend.get_array_module(a) is backend.cupy for a in arrays_of(net))
+        y = net[2](Tensor(backend.cupy.asarray(np.ones((1, 4, 8)))))
+        assert backend.get_array_module(y) is backend.cupy
+        net.load_state_dict(net.state_dict())  # host arrays in, loaded where the model is
+        assert all(backend.get_array_module(a) is backend.cupy for a in arrays_of(net))
+        net.to("numpy")
+        assert all(type(a) is np.ndarray for a in arrays_of(net)) and backend.current() == before
+
+    def test_to_dtype_casts_floating_parameters_grads_and_buffers_only(self):
+        net = small_net().to(np.float32)
+        assert {a.dtype for a in arrays_of(net)} == {np.dtype(np.float32), np.dtype(np.int64)}
+        assert net[1].num_batches_tracked.dtype == np.int64 and net[2].attn_mask.dtype == np.float32
+        assert net.to("float64")[0].weight.grad.dtype == np.float64
+
+    def test_to_an_unknown_target_names_both_kinds(self):
+        net = small_net()
+        with pytest.raises(ValueError, match=r"'cuda' is neither a backend \('numpy', 'cupy'\) nor a dtype"):
+            net.to("cuda")
 
 
 # ----------------------------------------------------------------------------- nn layers
@@ -109,6 +171,14 @@ class TestLayers:
         q, kv = rand(2, 3, 8, seed=1), rand(2, 5, 8, seed=2)
         gradcheck(lambda q, kv: mha(q, kv, kv, attn_mask=mask), [q, kv], params=mha.parameters())
 
+    def test_split_and_merge_heads(self):
+        x = rand(2, 5, 6)
+        heads = nn.split_heads(x, 3)                                    # (2, 3, 5, 2)
+        assert heads.shape == (2, 3, 5, 2)
+        np.testing.assert_array_equal(heads.data[:, 1], x.data[..., 2:4])  # head j: features j*d .. (j+1)*d
+        np.testing.assert_array_equal(nn.merge_heads(heads).data, x.data)
+        gradcheck(lambda x: nn.merge_heads(nn.split_heads(x, 3) * 2), [x])
+
     def test_multihead_matches_separate_heads(self):
         """The packed projection and head split equal the textbook per-head loop."""
         mha = nn.MultiheadAttention(8, 2)
@@ -163,14 +233,19 @@ class TestTransformerBlocks:
         with pytest.raises(ValueError, match="7 positions but the attention mask covers only 6"):
             block(rand(1, 7, 8))
 
-    def test_mask_cached_in_input_dtype(self):
+    def test_mask_moves_with_to_and_forward_changes_no_attribute(self):
         block = ResidualAttentionBlock(8, 2, attn_mask=F.causal_mask(6, dtype=np.float64))
+        assert "attn_mask" not in block.state_dict()  # a buffer that moves with .to(), not a checkpoint entry
         block.to(np.float32)
-        y = block(rand(1, 3, 8).data.astype(np.float32))
-        assert y.dtype == np.float32 and block.attn_mask.dtype == np.float32
-        m = block.attn_mask
-        block(rand(1, 5, 8).data.astype(np.float32))
-        assert block.attn_mask is m  # converted once, then reused
+        assert block.attn_mask.dtype == np.float32
+        before = dict(vars(block))
+        x = Tensor(rand(1, 3, 8).data.astype(np.float32))
+        assert block(x).dtype == np.float32
+        assert block.mask_for(x).base is block.attn_mask  # the matching mask: a view of its corner, no copy
+        y = block(rand(1, 5, 8))  # float64 input: a float64 copy of the corner, made per call
+        assert y.dtype == np.float64 and block.mask_for(rand(1, 5, 8)).dtype == np.float64
+        assert all(vars(block)[k] is v for k, v in before.items()) and vars(block).keys() == before.keys()
+        assert block.attn_mask.dtype == np.float32
 
     def test_transformer(self):
         t = Transformer(width=8, layers=2, heads=2, attn_mask=F.causal_mask(5, dtype=np.float64))

@@ -341,6 +341,13 @@ class TestConfigs:
         assert create_model("tiny-vit").num_parameters() == 1_560_577
         assert create_model("tiny-rn").num_parameters() == 2_073_561
 
+    def test_config_keys_are_the_constructor_arguments(self):
+        assert CONFIG_KEYS == ("embed_dim", "image_resolution", "vision_layers", "vision_width", "vision_patch_size",
+                               "context_length", "vocab_size", "transformer_width", "transformer_heads",
+                               "transformer_layers")
+        assert make("vit").config == VIT and make("rn").config == RN  # the ten arguments as given
+        assert CLIP(**make("rn").config).num_parameters() == make("rn").num_parameters()
+
     def test_unknown_name(self):
         with pytest.raises(ValueError, match="unknown model config 'ViT-X'; available: .*ViT-B-32.*tiny-vit"):
             create_model("ViT-X")
