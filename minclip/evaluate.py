@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from . import backend, data
 from . import functional as F
-from .autograd import Config, Tensor, no_grad
+from .autograd import Tensor, enable_grad, no_grad
 from .loss import MAX_LOGIT_SCALE
 from .nn import Parameter
 from .optim import Adam
@@ -285,15 +285,12 @@ def _fit_logreg(x, y, n_classes, weight_decay, epochs, lr, seed):
     b = Parameter(backend.xp.zeros(n_classes, dtype=x.dtype))
     opt = Adam([W, b], lr=lr)
     xt = Tensor(x)
-    old, Config.enable_backprop = Config.enable_backprop, True  # train even if called inside no_grad()
-    try:
+    with enable_grad():  # train even if called inside no_grad()
         for _ in range(epochs):
             loss = F.cross_entropy(F.linear(xt, W, b), y) + (0.5 * weight_decay) * (W * W).sum()
             opt.zero_grad()
             loss.backward()
             opt.step()
-    finally:
-        Config.enable_backprop = old
     return W.data, b.data
 
 
