@@ -1,31 +1,16 @@
-"""Byte-level BPE tokenizer for CLIP's text encoder, plus a small BPE trainer.
+"""Byte-level BPE tokenizer for CLIP's text encoder (Section 2.4), and a BPE trainer for your captions.
 
-CLIP (Radford et al., 2021, section 2.4) feeds its text Transformer "a lower-cased byte pair
-encoding (BPE) representation of the text with a 49,152 vocab size", bracketed with [SOS] and
-[EOS] tokens, and caps the sequence at 76 (+1) positions. This file re-implements OpenAI's
-`clip/simple_tokenizer.py` so that the ids come out identical for the same merges file:
+Re-implements OpenAI's `clip/simple_tokenizer.py`, so the ids are identical for the same merges file:
 
     text --ftfy/html clean, collapse whitespace, lowercase--> "a photo of a cat"
-         --regex pre-tokenisation--> ["a", "photo", "of", "a", "cat"]
-         --UTF-8 bytes mapped to printable unicode (bytes_to_unicode)--> same here
+         --regex pre-tokenisation, bytes as printable unicode--> ["a", "photo", "of", "a", "cat"]
          --BPE merges, last symbol marked with "</w>"--> ["a</w>", "photo</w>", ...]
          --vocabulary lookup--> [320, 1125, 539, 320, 2368]
 
-References: Sennrich et al. 2016, "Neural Machine Translation of Rare Words with Subword Units"
-(the merge algorithm); Radford et al. 2019 (GPT-2: byte-level BPE and `bytes_to_unicode`).
-
-Which merges file is used
--------------------------
-A model must be used with the vocabulary it was trained with. `minclip train` learns merges on the
-run's own captions (`learn_merges`) and stores them in every checkpoint, so a checkpoint alone is
-enough to tokenize for its model. Named merges files (nothing is ever downloaded):
-  "openai":  OpenAI's `bpe_simple_vocab_16e6.txt.gz` (48,894 merges -> 49,408 ids, the ids of the
-             released checkpoints), found inside an installed `clip` or `open_clip` package or in
-             the cache folder `$MINCLIP_CACHE` (default ~/.cache/minclip);
-  "shapes":  minclip's small `bpe_shapes.txt.gz`, learnt on the built-in Shapes captions.
-
-Merges file format: an optional first line containing "#version" (a header, skipped), then one
-merge "a b" per line in priority order. Plain text or gzip (detected from the bytes, not the name).
+A model must be used with the merges it was trained with: `minclip train` learns them on the run's
+captions (`learn_merges`, Sennrich et al. 2016) and stores them in every checkpoint. Named files,
+never downloaded: "openai" (49,408 ids, the released models; from an installed `clip`/`open_clip`
+or $MINCLIP_CACHE) and "shapes" (minclip's small file for the Shapes captions).
 """
 import functools
 import gzip
@@ -143,7 +128,10 @@ def default_bpe_path(kind="auto"):
 
 
 def read_merges(path):
-    """Read a merges file -> list of (str, str) pairs in rank order (at most MAX_MERGES)."""
+    """Read a merges file -> list of (str, str) pairs in rank order (at most MAX_MERGES).
+
+    Format: an optional first line containing "#version" (a header, skipped), then one merge "a b"
+    per line in rank order. Plain text or gzip (told from the bytes, not the name)."""
     with open(path, "rb") as f:
         data = f.read()
     if data[:2] == b"\x1f\x8b":  # gzip magic number
