@@ -9,10 +9,9 @@ of the paper followed by an AdamW update:
     loss.backward(); clip grads; optimizer.step()
     logit_scale = clamp(logit_scale, 0, ln 100)             # "clipped ... to prevent ... > 100"
 
-The tokenizer belongs to the run: BPE merges learnt on the training captions (unless --tokenizer
-names one), with the context length of the longest caption. A run folder (logs/NAME/) holds
-config.json, bpe.txt.gz, metrics.jsonl, checkpoints/latest.npz (weights, tokenizer, optimizer;
-written atomically every epoch and on Ctrl-C) and the plots.
+The tokenizer belongs to the run (merges learnt on its captions, context of the longest caption).
+A run folder logs/NAME/ holds config.json, bpe.txt.gz, metrics.jsonl, the plots and
+checkpoints/latest.npz (weights, tokenizer, optimizer; written atomically every epoch and on Ctrl-C).
 """
 import json
 import math

@@ -1,27 +1,14 @@
 """Shapes: a procedural captioned-image dataset, small enough to train a CLIP on a laptop CPU.
 
-Every item is a coloured shape on a dark background with a caption that describes it:
+A coloured shape on a dark background with a caption that describes it ("a small red triangle in the
+top left", "red triangle, small", ...): 8 shapes x 8 colours x 2 sizes x 5 positions x 4 backgrounds,
+with jitter. Item i of a split is drawn from `np.random.default_rng([seed, split_id, i])` alone: the same
+bytes in every process and indexing order, and no disk.
 
-    "a small red triangle in the top left"    "red triangle, small"    "a blue circle"
-    "a photo of a large blue circle on the right side"    "small purple hexagon, bottom right"
-
-8 shapes x 8 colours x 2 sizes x 5 positions x 4 dark backgrounds (so every colour stands out),
-with jitter in colour, size, position and rotation. Nothing is stored: item i of a split is drawn
-from `np.random.default_rng([seed, split_id, i])` alone, so the same seed gives the same bytes
-in every process and in any indexing order, and the whole dataset costs no disk.
-
-Splits and the compositional test
----------------------------------
-"train" (20,000 items by default) and "val" (1,000) draw from the same 56 (colour, shape)
-pairs, from different random streams. The other 8 pairs, HELDOUT_PAIRS, never appear in them:
-they form the "heldout" split (1,000 items). The held-out pairs are a diagonal of the
-colour x shape Latin square, shape index (3 * c + 1) % 8 for colour c, so each colour and each
-shape is held out exactly once and still appears in 7 training pairs. Zero-shot classification
-of the held-out split over all 64 pair names ("red square", ...) asks the model to combine two
-words it learnt separately into a description it has never seen -- CLIP's zero-shot transfer
-(Radford et al. 2021, Section 3.1) in miniature. (Over only the 8 held-out names it would be too
-easy: each shape occurs in exactly one of them, so recognising the shape would be enough.)
-
+Splits: "train" and "val" draw from 56 (colour, shape) pairs; the other 8, HELDOUT_PAIRS (a diagonal
+of the colour x shape Latin square, so each colour and shape is held out once), form "heldout".
+Classifying the held-out split among all 64 pair names asks the model to combine two words it learnt
+separately into a description it never saw: CLIP's zero-shot transfer (Section 3.1) in miniature.
 No class name starts with a vowel, so prompts like "a {}." are always grammatical.
 """
 from collections import namedtuple
