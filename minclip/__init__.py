@@ -13,5 +13,17 @@ def tokenize(texts, context_length=77, truncate=False, tokenizer=None):
     return _tokenize(texts, context_length=context_length, truncate=truncate, tokenizer=tokenizer)
 
 
-__all__ = ["Function", "Tensor", "backend", "concat", "get_array_module", "gradcheck", "no_grad", "stack",
-           "to_numpy", "tokenize", "use", "__version__"]
+def load(name_or_path, backend=None, dtype=None):
+    """(model, preprocess) from released CLIP weights, like clip.load; see minclip.pretrained.load."""
+    from .pretrained import load as _load  # imported lazily, like tokenize
+    return _load(name_or_path, backend=backend, dtype=dtype)
+
+
+def available_models():
+    """OpenAI's model names that load() accepts: RN50, ..., ViT-L/14@336px."""
+    from .pretrained import available_models as _available_models
+    return _available_models()
+
+
+__all__ = ["Function", "Tensor", "available_models", "backend", "concat", "get_array_module", "gradcheck", "load",
+           "no_grad", "stack", "to_numpy", "tokenize", "use", "__version__"]

@@ -96,7 +96,11 @@ def load_checkpoint(path):
 
 def load_weights(path):
     """Model weights from a minclip checkpoint or from a plain `.npz` of a state_dict (such as
-    OpenAI's weights converted with `np.savez(path, **state_dict)`, see the README)."""
+    OpenAI's weights converted with `np.savez(path, **state_dict)`, see the README); .pt/.pth/.bin
+    and .safetensors files (PyTorch, TorchScript, Hugging Face) go to minclip.pretrained."""
+    if str(path).lower().endswith((".pt", ".pth", ".bin", ".safetensors")):
+        from .pretrained import read_state_dict
+        return read_state_dict(path)
     try:
         return load_checkpoint(path)[0]
     except CheckpointError as e:
