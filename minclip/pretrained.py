@@ -240,7 +240,8 @@ def from_hf(hf, path="state_dict"):
                 rest = key[len(hf_prefix):]
                 break
         else:
-            raise PretrainedError(f"{path}: unexpected Hugging Face key {key}; minclip maps CLIPModel's ViT weights only")
+            raise PretrainedError(f"{path}: unexpected Hugging Face key {key}; "
+                                  "minclip maps CLIPModel's ViT weights only")
         if openai_prefix.endswith("resblocks."):
             layer, rest = rest.split(".", 1)
             block = f"{openai_prefix}{layer}."

@@ -118,8 +118,10 @@ def write_script_archive(path, state_dict, other_tensors=None):
 
     root = to_node("", tree)
     other = {k.rsplit(".", 1)[-1] for k in (other_tensors or {})}
-    code = "".join(f"class {cls}(Module):\n  __parameters__ = [{''.join(f'{chr(34)}{p}{chr(34)}, ' for p in params if p not in other)}]\n"
-                   f"  __buffers__ = []\n  training : bool\n  def forward(self): ...\n" for cls, params in classes)
+    code = ""
+    for cls, params in classes:  # the class header torch.jit.save writes into code/
+        listed = "".join(f'"{p}", ' for p in params if p not in other)
+        code += f"class {cls}(Module):\n  __parameters__ = [{listed}]\n  __buffers__ = []\n  training : bool\n"
     return write_torch_zip(path, root, top=os.path.basename(path)[:-3],
                            extra={"code/__torch__/tree.py": code, "constants.pkl": pickle.dumps(())})
 
