@@ -5,7 +5,8 @@ model (tests/torch_reference.py) with the same weights on the same batch, in the
 weights are random (seeded), written once as an fp16 `torch.save` file like OpenAI's release (an
 `.npz` when torch is absent); each measurement runs in its own subprocess so that its peak resident
 memory (VmHWM: weights + activations + interpreter) is its own. Prints images/s at batch 32
-(best of --repeats after one warm-up batch), the peak memory at batch 32 and 64, and the largest
+(best of --repeats after one warm-up batch), the peak memory while loading and while encoding
+at batch 32 and 64, and the largest
 difference between the two libraries' features.
 """
 import argparse
@@ -32,6 +33,7 @@ def run_minclip(path, batch, repeats, out):
     import minclip
     from minclip import no_grad, to_numpy
     model, _ = minclip.load(path)
+    load_peak = reset_peak()
     x = images(batch, model.visual.input_resolution)
     times = []
     for _ in range(repeats + 1):  # the first batch warms up BLAS and the allocator
@@ -40,7 +42,7 @@ def run_minclip(path, batch, repeats, out):
             features = model.encode_image(x)
         times.append(time.perf_counter() - t)
     np.save(out, to_numpy(features.data))
-    return times[1:] if repeats else times
+    return (times[1:] if repeats else times), load_peak
 
 
 def run_torch(path, batch, repeats, out, config):
@@ -51,6 +53,8 @@ def run_torch(path, batch, repeats, out, config):
     model = TorchCLIP(**config)
     model.load_state_dict(sd)
     model = model.float().eval()
+    del sd
+    load_peak = reset_peak()
     x = torch.from_numpy(images(batch, config["image_resolution"]))
     times = []
     for _ in range(repeats + 1):
@@ -59,17 +63,29 @@ def run_torch(path, batch, repeats, out, config):
             features = model.encode_image(x)
         times.append(time.perf_counter() - t)
     np.save(out, features.numpy())
-    return times[1:] if repeats else times
+    return (times[1:] if repeats else times), load_peak
 
 
 def worker(args):
     from minclip.model import load_config
     out = os.path.join(args.tmp, f"{args.worker}-{args.batch}.npy")
     if args.worker == "minclip":
-        times = run_minclip(args.weights, args.batch, args.repeats, out)
+        times, load_peak = run_minclip(args.weights, args.batch, args.repeats, out)
     else:
-        times = run_torch(args.weights, args.batch, args.repeats, out, load_config(args.model))
-    print(json.dumps({"times": times, "peak_mb": peak_rss_mb(), "features": out}))
+        times, load_peak = run_torch(args.weights, args.batch, args.repeats, out, load_config(args.model))
+    print(json.dumps({"times": times, "load_peak_mb": load_peak, "peak_mb": peak_rss_mb(), "features": out}))
+
+
+def reset_peak():
+    """The peak so far (MB), then reset the peak to the current RSS (writing 5 to /proc/self/clear_refs),
+    so that the next peak_rss_mb() is the peak of what follows: inference alone, weights included."""
+    peak = peak_rss_mb()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # not Linux: the later peak includes loading
+    return peak
 
 
 def peak_rss_mb():
@@ -130,16 +146,19 @@ def main():
         if torch is not None:
             rows.append((f"torch {torch.__version__}", measure(args, "torch", args.batch, args.repeats)))
         big = measure(args, "minclip", 2 * args.batch, 0)
-        print(f"{'':18s} {'images/s':>9s} {'s/batch (best, runs)':>28s} {'peak RSS MB':>12s}")
-        for name, r in rows:
+        print("peak RSS (MB): while loading the file, and while encoding (model weights included)")
+        print(f"{'':18s} {'batch':>5s} {'images/s':>9s} {'s/batch (best; runs)':>28s} {'load':>6s} {'encode':>7s}")
+        for name, r in rows + [("minclip", big)]:
+            n = args.batch if r is not big else 2 * args.batch
             best = min(r["times"])
             runs = ", ".join(f"{t:.2f}" for t in r["times"])
-            print(f"{name:18s} {args.batch / best:9.1f} {best:8.2f} ({runs:>16s}) {r['peak_mb']:12.0f}   batch {args.batch}")
-        print(f"{'minclip':18s} {'':9s} {'':28s} {big['peak_mb']:12.0f}   batch {2 * args.batch}")
+            speed = f"{n / best:9.1f} {best:6.2f} ({runs:>19s})" if r is not big else f"{'':9s} {'':28s}"
+            print(f"{name:18s} {n:5d} {speed} {r['load_peak_mb']:6.0f} {r['peak_mb']:7.0f}")
         if torch is not None:
             ours, theirs = (np.load(r["features"]) for _, r in rows)
-            print(f"time minclip / torch: {min(rows[0][1]['times']) / min(rows[1][1]['times']):.2f}; "
-                  f"max |feature difference|: {np.abs(ours - theirs).max():.2e} (features ~{np.abs(theirs).mean():.2f})")
+            ratio = min(rows[0][1]["times"]) / min(rows[1][1]["times"])
+            print(f"time minclip / torch: {ratio:.2f}; max |feature difference|: "
+                  f"{np.abs(ours - theirs).max():.2e} (features ~{np.abs(theirs).mean():.2f})")
 
 
 if __name__ == "__main__":
