@@ -5,7 +5,9 @@ from . import backend
 from .autograd import Function, Tensor, concat, enable_grad, no_grad, split, stack, using_config
 from .backend import get_array_module, to_numpy, use
 from .gradcheck import gradcheck
+from .pretrained import available_models, load
 from .tokenizer import tokenize
 
-__all__ = ["Function", "Tensor", "backend", "concat", "enable_grad", "get_array_module", "gradcheck", "no_grad",
-           "split", "stack", "to_numpy", "tokenize", "use", "using_config", "__version__"]
+__all__ = ["Function", "Tensor", "available_models", "backend", "concat", "enable_grad", "get_array_module",
+           "gradcheck", "load", "no_grad", "split", "stack", "to_numpy", "tokenize", "use", "using_config",
+           "__version__"]

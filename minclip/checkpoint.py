@@ -109,8 +109,12 @@ def read_checkpoint(path):
 
 
 def read_weights(path):
-    """(weights, state) from a minclip checkpoint, or (weights, {}) from a plain `.npz` of a
-    state_dict (such as OpenAI's weights converted with `np.savez(path, **state_dict)`)."""
+    """(weights, state) from a minclip checkpoint, or (weights, {}) from a plain `.npz` of a state_dict
+    or from released weights: .pt/.pth/.bin (PyTorch, TorchScript) and .safetensors (Hugging Face),
+    read without torch by minclip.pretrained."""
+    if str(path).lower().endswith((".pt", ".pth", ".bin", ".safetensors")):
+        from .pretrained import read_state_dict  # inside: pretrained reads .npz through this module
+        return read_state_dict(path), {}
     try:
         return read_checkpoint(path)
     except CheckpointError as e:
