@@ -2,11 +2,12 @@
 
 Part of minclip.functional (which re-exports everything here: use `F.conv2d`, `F.batch_norm`, ...);
 kept in a file of its own because a fast convolution on NumPy needs care with memory layout
-(im2col and its adjoint) that the other ops do not.
+(im2col and its adjoint) that the other ops do not. `conv2d_simple` and `batch_norm_simple` are the
+plain versions, written with Tensor ops, that the fast Functions are tested against.
 """
 
 from . import backend
-from .autograd import Function
+from .autograd import Function, Tensor, concat, stack
 
 
 def _xp(x):
@@ -16,7 +17,7 @@ def _xp(x):
 def _channel_sum(x):
     """Sum of x (N, C, ...) over every axis but the channels -> (C,).
     A matrix-vector product with ones (BLAS) and a short sum over N: NumPy's own reduction over
-    axes (0, 2, 3) is 2-20x slower, the more so the smaller H*W."""
+    axes (0, 2, 3) walks the array in short pieces."""
     N, C = x.shape[:2]
     x3 = x.reshape(N, C, -1)                                   # (N, C, H*W)
     return (x3 @ _xp(x).ones(x3.shape[2], x.dtype)).sum(0)
@@ -28,12 +29,25 @@ def _channel_dot(a, b):
     return _xp(a).einsum("ncp,ncp->c", a.reshape(N, C, -1), b.reshape(N, C, -1))
 
 
-class BatchNorm(Function):
-    """Batch norm over all axes but 1 (channels). Updates running stats in place in training.
+def batch_norm_simple(x, weight, bias, eps=1e-5):
+    """Batch norm with training-mode statistics (Ioffe & Szegedy 2015, Algorithm 1), from Tensor ops.
 
-    Keeps the centred input xc = x - mean and rstd = 1 / sqrt(var + eps) for backward (xhat = xc * rstd),
-    and folds weight and rstd into one per-channel scale, so forward and backward each make
-    only a few passes over the activations."""
+    x (N, C, ...) -> same shape: y = (x - mean) / sqrt(var + eps) * weight + bias, mean and biased var
+    taken per channel over every axis but 1. No running statistics: see `batch_norm` for those."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)                   # per-channel vectors broadcast over N, H, W
+    xc = x - x.mean(axes, keepdims=True)
+    var = (xc * xc).mean(axes, keepdims=True)
+    return xc / (var + eps).sqrt() * weight.reshape(shape) + bias.reshape(shape)
+
+
+class BatchNorm(Function):
+    """batch_norm_simple as one Function, with evaluation mode and running statistics (updated in place).
+
+    Keeps the centred input xc = x - mean and rstd = 1 / sqrt(var + eps) for backward, folds weight
+    and rstd into one per-channel scale, takes the per-channel sums as matrix-vector products, and
+    runs backward's closed form in place, so forward and backward each make a few passes over the
+    activations where autograd's chain would make a dozen."""
     def __init__(self, running_mean, running_var, training, momentum, eps):
         self.rm, self.rv = backend.unwrap(running_mean), backend.unwrap(running_var)
         self.training, self.momentum, self.eps = training, momentum, eps
@@ -80,10 +94,42 @@ def batch_norm(x, running_mean, running_var, weight, bias, training=False, momen
 
 
 # ----------------------------------------------------------------------------- convolution and pooling
-# A convolution is one matrix multiply, W (O, C*kh*kw) @ cols (C*kh*kw, N*Ho*Wo), where each column of
-# `cols` holds one input window (im2col). Its rows are ordered (C, kh, kw) and its columns (N, Ho, Wo):
-# copying the window view into that order moves whole image rows (runs of Wo numbers), and so does its
-# adjoint, _col2im. The textbook order (N*Ho*Wo, C*kh*kw) gathers pieces of kw numbers and is ~3x slower.
+def _pad_simple(x, p):
+    """Tensor x (N, C, H, W) with p zeros on each side of H and W, by concatenation."""
+    if p == 0:
+        return x
+    xp = _xp(x)
+    N, C, H, W = x.shape
+    rows = Tensor(xp.zeros((N, C, p, W), x.dtype))
+    x = concat([rows, x, rows], axis=2)
+    cols = Tensor(xp.zeros((N, C, H + 2 * p, p), x.dtype))
+    return concat([cols, x, cols], axis=3)
+
+
+def conv2d_simple(x, weight, bias=None, stride=1, padding=0):
+    """Cross-correlation by textbook im2col, from Tensor ops (autograd derives the backward).
+
+    y[n, o, i, j] = b[o] + sum_{c, u, v} W[o, c, u, v] x[n, c, s i + u, s j + v]  (x zero-padded).
+    Every window becomes one row of cols (N*Ho*Wo, C*kh*kw), and the whole convolution is one matrix
+    product cols @ W^T, W seen as (O, C*kh*kw). x (N, C, H, W), weight (O, C, kh, kw) -> (N, O, Ho, Wo)."""
+    O, C, kh, kw = weight.shape
+    x = _pad_simple(x, padding)
+    N, _, H, W = x.shape
+    Ho, Wo = (H - kh) // stride + 1, (W - kw) // stride + 1
+    # the (u, v) element of every window: x[:, :, u + s*i, v + s*j] for all i, j -> (N, C, Ho, Wo)
+    pieces = [x[:, :, u:u + stride * Ho:stride, v:v + stride * Wo:stride] for u in range(kh) for v in range(kw)]
+    cols = stack(pieces, axis=2)                                  # (N, C, kh*kw, Ho, Wo)
+    cols = cols.transpose(0, 3, 4, 1, 2).reshape(N * Ho * Wo, C * kh * kw)
+    y = cols @ weight.reshape(O, C * kh * kw).T                    # (N*Ho*Wo, O)
+    if bias is not None:
+        y = y + bias
+    return y.reshape(N, Ho, Wo, O).transpose(0, 3, 1, 2)         # (N, O, Ho, Wo)
+
+
+# The fast convolution below is the same matrix product, turned around: W (O, C*kh*kw) @ cols (C*kh*kw, N*Ho*Wo).
+# Rows ordered (C, kh, kw) and columns (N, Ho, Wo) make copying the window view into cols move whole
+# image rows (runs of Wo numbers), and so does its adjoint, _col2im; the textbook order above gathers
+# pieces of kw numbers.
 def _windows(x, kh, kw, stride):
     """Strided view (C, kh, kw, N, Ho, Wo) of every kernel window of x (N, C, H, W); no copy.
     view[c, i, j, n, y, x] = x[n, c, stride * y + i, stride * x + j]."""
@@ -96,7 +142,13 @@ def _windows(x, kh, kw, stride):
 
 
 def _pad(x, p):
-    return x if p == 0 else _xp(x).pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    """x (N, C, H, W) with p zeros on each side of H and W (zeros plus one copy: np.pad is general and slow)."""
+    if p == 0:
+        return x
+    N, C, H, W = x.shape
+    out = _xp(x).zeros((N, C, H + 2 * p, W + 2 * p), x.dtype)
+    out[:, :, p:p + H, p:p + W] = x
+    return out
 
 
 def _col2im(gcols, x_shape, stride, pad):
@@ -126,9 +178,11 @@ def _im2col_conv(x, W, stride, padding):
 
 
 class Conv2d(Function):
-    """Cross-correlation, as PyTorch's conv2d, by im2col and one matrix multiply.
+    """conv2d_simple as one Function, with its own backward.
 
-    The column matrix is copied once in forward and kept for the weight gradient. A 1x1 convolution
+    The column matrix is copied once in forward, in the row-run order above, and kept for the weight
+    gradient; the input gradient is col2im (one strided add per kernel offset, not one slice gradient
+    each), or for stride 1 a convolution of g with the flipped kernel. A 1x1 convolution
     with stride 1 and no padding (most convolutions of a Bottleneck) needs no copy at all: x seen as
     (N, C, H*W) already is its column matrix, one per image, and a batched matmul does the rest.
     Patchify (ViT's conv1, kernel == stride) takes the general path: its windows do not overlap, so
@@ -195,15 +249,15 @@ class AvgPool2d(Function):
     """Average over kernel windows (zero padding counted, as PyTorch's default).
 
     Forward adds k*k strided slices of the image, one per kernel offset, and backward spreads the
-    gradient back through the same slices. NumPy's mean over the short window axes of a
-    (N, C, Ho, k, Wo, k) view would be ~10x slower."""
+    gradient back through the same slices: NumPy's mean over the short window axes of a
+    (N, C, Ho, k, Wo, k) view would walk memory in pieces of k numbers."""
     def __init__(self, kernel_size, stride, padding):
-        self.k, self.s, self.p = kernel_size, stride, padding
+        self.k, self.s, self.padding = kernel_size, stride, padding
 
     def forward(self, x):
         self.x_shape = x.shape
         k, s = self.k, self.s
-        x = _pad(x, self.p)
+        x = _pad(x, self.padding)
         N, C, H, W = x.shape
         Ho, Wo = (H - k) // s + 1, (W - k) // s + 1
         y = _xp(x).zeros((N, C, Ho, Wo), x.dtype)
@@ -214,12 +268,12 @@ class AvgPool2d(Function):
         return y
 
     def backward(self, g):
-        k, s, p = self.k, self.s, self.p
+        k, s, p = self.k, self.s, self.padding
         N, C, H, W = self.x_shape
         Ho, Wo = g.shape[2:]
         g = g / (k * k)                                          # every window element gets an equal share
         # the common case, windows that tile the image (k == s): each pixel gets exactly one share, so the
-        # slices are written into uninitialised memory instead of added onto zeros (2x faster)
+        # slices are written into uninitialised memory instead of added onto zeros
         tiles = k == s and p == 0 and H % k == 0 and W % k == 0
         xp = _xp(g)
         gx = (xp.empty if tiles else xp.zeros)((N, C, H + 2 * p, W + 2 * p), g.dtype)

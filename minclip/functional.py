@@ -2,8 +2,10 @@
 
 Import as `import minclip.functional as F`. Shapes follow PyTorch: images are
 (N, C, H, W), linear weights (out_features, in_features), conv weights
-(C_out, C_in, kh, kw). Every op here has a float64 gradient check in
-tests/test_functional.py (a test asserts that `__all__` equals the tested list).
+(C_out, C_in, kh, kw). Ops that were rewritten for speed keep a plain version
+(`linear_simple`, `layer_norm_simple`, ...) written with Tensor ops just above them;
+tests/test_plain_ops.py keeps the two equal. Every op here has a float64 gradient check
+in tests/test_functional.py (a test asserts that `__all__` equals the tested list).
 """
 import math
 
@@ -12,23 +14,41 @@ import numpy as np
 from . import backend
 from .autograd import Function, sum_to
 
-# batch norm, convolution and pooling live in conv.py (a fast im2col needs memory-layout care)
+# softmax, cross-entropy and attention live in softmax.py; batch norm, convolution and pooling in conv.py
 from .conv import (  # noqa: F401
     AvgPool2d,
     BatchNorm,
     Conv2d,
-    _col2im,
-    _im2col_conv,
     adaptive_avg_pool2d,
     avg_pool2d,
     batch_norm,
+    batch_norm_simple,
     conv2d,
+    conv2d_simple,
+)
+from .softmax import (  # noqa: F401
+    CrossEntropy,
+    LogSoftmax,
+    ScaledDotProductAttention,
+    Softmax,
+    causal_mask,
+    cross_entropy,
+    cross_entropy_simple,
+    log_softmax,
+    log_softmax_simple,
+    scaled_dot_product_attention,
+    scaled_dot_product_attention_simple,
+    softmax,
+    softmax_simple,
 )
 
 __all__ = [
     "linear", "relu", "gelu", "quick_gelu", "sigmoid", "softmax", "log_softmax", "cross_entropy",
     "layer_norm", "batch_norm", "conv2d", "avg_pool2d", "adaptive_avg_pool2d", "embedding",
     "l2_normalize", "dropout", "scaled_dot_product_attention",
+    # the plain versions of the fast ops above
+    "linear_simple", "quick_gelu_simple", "softmax_simple", "log_softmax_simple", "cross_entropy_simple",
+    "layer_norm_simple", "batch_norm_simple", "conv2d_simple", "scaled_dot_product_attention_simple",
 ]
 
 
@@ -36,25 +56,32 @@ def _xp(x):
     return backend.get_array_module(x)
 
 
-
-
 # ----------------------------------------------------------------------------- linear
+def linear_simple(x, weight, bias=None):
+    """y = x weight^T + bias, from Tensor ops. x (..., in), weight (out, in), bias (out,) -> (..., out)."""
+    y = x @ weight.T
+    return y if bias is None else y + bias
+
+
 class Linear(Function):
+    """linear_simple as one Function: the leading axes of x are flattened so that forward and both
+    gradients are single 2-D GEMMs (one BLAS call each; a stacked (N, L, in) @ (in, out) loops over N),
+    and the bias is added in place instead of into a second output-sized array."""
     def forward(self, x, W, b=None):
         if x.shape[-1] != W.shape[1]:
             raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape {W.shape} "
                              f"(in_features {W.shape[1]})")
-        self.x, self.W, self.has_b = x, W, b is not None
-        # one 2-D GEMM over all leading axes: NumPy's stacked (N, L, in) @ (in, out) is ~1.5x slower
-        y = (x.reshape(-1, x.shape[-1]) @ W.T).reshape(x.shape[:-1] + (W.shape[0],))
+        self.x2 = x.reshape(-1, x.shape[-1])               # (N*, in): a view, or one copy kept for gW
+        self.x_shape, self.W, self.has_b = x.shape, W, b is not None
+        y = (self.x2 @ W.T).reshape(x.shape[:-1] + (W.shape[0],))
         if b is not None:
-            y += b  # in place: y is ours, and a second output-sized array costs a full pass
+            y += b
         return y
 
     def backward(self, g):
         g2 = g.reshape(-1, g.shape[-1])                     # (N*, out)
-        gx = (g2 @ self.W).reshape(self.x.shape)            # (..., in)
-        gW = g2.T @ self.x.reshape(-1, self.x.shape[-1])    # (out, in)
+        gx = (g2 @ self.W).reshape(self.x_shape)            # (..., in)
+        gW = g2.T @ self.x2                                 # (out, in)
         return (gx, gW, g2.sum(0)) if self.has_b else (gx, gW)
 
 
@@ -70,7 +97,7 @@ class ReLU(Function):
         return self.y
 
     def backward(self, g):
-        # a multiply by the 0/1 mask: where(mask, g, 0) branches per element and is ~8x slower on CPU
+        # a multiply by the 0/1 mask: where(mask, g, 0) branches per element, slower on CPU
         return g * (self.y > 0)
 
 
@@ -113,14 +140,24 @@ class Sigmoid(Function):
         return g * self.y * (1 - self.y)
 
 
+def quick_gelu_simple(x):
+    """x * sigmoid(1.702 x), from Tensor ops: the GELU approximation OpenAI's CLIP models were trained with.
+    sigmoid(z) is written (1 + tanh(z / 2)) / 2, which equals 1 / (1 + exp(-z)) but never overflows."""
+    return x * (0.5 * (1 + (0.851 * x).tanh()))
+
+
 class QuickGELU(Function):
-    """x * sigmoid(1.702 x): the GELU approximation OpenAI's CLIP models were trained with.
-    Written with in-place updates: it runs on the MLP's 4x-wide activations, the largest arrays of a step."""
+    """quick_gelu_simple as one Function, written with in-place updates on one saved array s = sigmoid(1.702 x):
+    it runs on the MLP's 4x-wide activations, the largest arrays of a step, where every temporary
+    costs a full pass over memory. The sigmoid is 1 / (1 + exp(-1.702 x)), exp being cheaper than tanh;
+    where exp overflows to inf the quotient is the right limit, 0, so that warning is silenced."""
     def forward(self, x):
-        s = _xp(x).multiply(x, 0.851, out=_xp(x).empty_like(x))  # sigmoid(1.702 x) = 0.5 (1 + tanh(0.851 x)), in place
-        _xp(x).tanh(s, out=s)
+        xp = _xp(x)
+        s = xp.multiply(x, -1.702, out=xp.empty_like(x))
+        with np.errstate(over="ignore"):
+            xp.exp(s, out=s)
         s += 1
-        s *= 0.5
+        xp.reciprocal(s, out=s)                                # sigmoid(1.702 x), in place
         self.x, self.s = x, s
         return x * s
 
@@ -140,94 +177,35 @@ def sigmoid(x): return Sigmoid()(x)
 def quick_gelu(x): return QuickGELU()(x)
 
 
-# ----------------------------------------------------------------------------- softmax family
-class Softmax(Function):
-    def __init__(self, axis=-1):
-        self.axis = axis
-
-    def forward(self, x):
-        e = _xp(x).exp(x - x.max(axis=self.axis, keepdims=True))  # shift for stability
-        self.y = e / e.sum(axis=self.axis, keepdims=True)
-        return self.y
-
-    def backward(self, g):
-        y = self.y
-        return y * (g - (g * y).sum(axis=self.axis, keepdims=True))
-
-
-def _log_softmax(x, axis):
-    m = x.max(axis=axis, keepdims=True)
-    return x - m - _xp(x).log(_xp(x).exp(x - m).sum(axis=axis, keepdims=True))
-
-
-class LogSoftmax(Function):
-    def __init__(self, axis=-1):
-        self.axis = axis
-
-    def forward(self, x):
-        self.y = _log_softmax(x, self.axis)
-        return self.y
-
-    def backward(self, g):
-        return g - _xp(g).exp(self.y) * g.sum(axis=self.axis, keepdims=True)
-
-
-class CrossEntropy(Function):
-    """Mean over the batch of -log softmax(logits)[label]; fused for a simple backward."""
-    def __init__(self, labels):
-        self.labels = backend.unwrap(labels)
-
-    def forward(self, logits):
-        labels = self.labels
-        if logits.ndim != 2 or labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
-            raise ValueError(f"cross_entropy: logits of shape {logits.shape} need labels of shape "
-                             f"({logits.shape[0] if logits.ndim else '?'},), got {labels.shape}")
-        if labels.dtype.kind not in "iu":
-            raise ValueError(f"cross_entropy: labels must be integers, got {labels.dtype}")
-        if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]):
-            raise ValueError(f"cross_entropy: labels must lie in [0, {logits.shape[1]}), "
-                             f"got min {int(labels.min())} max {int(labels.max())}")
-        xp = _xp(logits)
-        self.logp = _log_softmax(logits, 1)
-        rows = xp.arange(len(labels))
-        return -self.logp[rows, labels].mean()
-
-    def backward(self, g):
-        xp = _xp(g)
-        n = len(self.labels)
-        gx = xp.exp(self.logp)  # softmax - onehot
-        gx[xp.arange(n), self.labels] -= 1
-        return gx * (g / n)
-
-
-def softmax(x, axis=-1): return Softmax(axis)(x)
-def log_softmax(x, axis=-1): return LogSoftmax(axis)(x)
-
-
-def cross_entropy(logits, labels):
-    """logits (N, C) float, labels (N,) int -> scalar mean cross-entropy."""
-    return CrossEntropy(labels)(logits)
-
-
 # ----------------------------------------------------------------------------- normalisation
+def layer_norm_simple(x, weight, bias, eps=1e-5):
+    """(x - mean) / sqrt(var + eps) * weight + bias over the last axis (Ba et al. 2016), from Tensor ops.
+    x (..., D), weight and bias (D,) -> (..., D); var is the biased variance, as PyTorch's."""
+    xc = x - x.mean(-1, keepdims=True)
+    var = (xc * xc).mean(-1, keepdims=True)
+    return xc / (var + eps).sqrt() * weight + bias
+
+
 class LayerNorm(Function):
-    """Normalise over the last axis; computed in at least float32 even for fp16 input.
-    Row sums against the weight vector are matrix-vector products (BLAS, multi-threaded)."""
+    """layer_norm_simple as one Function, computed in at least float32 even for fp16 input.
+    Backward is the closed form gx = rstd (g w - mean(g w) - xhat mean(g w xhat)), its steps in place
+    on one array, and the row means against w are matrix-vector products (BLAS) instead of reductions
+    of a product array."""
     def __init__(self, eps=1e-5):
         self.eps = eps
 
     def forward(self, x, w, b):
         xp = _xp(x)
-        self.src = x.dtype
+        self.x_dtype = x.dtype
         x = x.astype(xp.promote_types(x.dtype, np.float32), copy=False)
         xhat = x - x.mean(-1, keepdims=True)                          # centred, becomes xhat in place
-        var = (xhat * xhat).mean(-1, keepdims=True)
+        var = xp.einsum("...d,...d->...", xhat, xhat)[..., None] / x.shape[-1]  # no product array
         self.rstd = 1 / xp.sqrt(var + self.eps)
         xhat *= self.rstd
         self.xhat, self.w = xhat, w
         y = xhat * w
         y += b
-        return y.astype(self.src, copy=False)
+        return y.astype(self.x_dtype, copy=False)
 
     def backward(self, g):
         d = g.shape[-1]
@@ -238,10 +216,10 @@ class LayerNorm(Function):
         gw = sum_to(t, self.w.shape)
         gb = sum_to(g, self.w.shape)
         gxhat -= gxhat_mean                                             # gx = rstd (gxhat - mean - xhat proj)
-        t = self.xhat * proj
+        _xp(g).multiply(self.xhat, proj, out=t)
         gxhat -= t
         gxhat *= self.rstd
-        return gxhat.astype(self.src, copy=False), gw, gb
+        return gxhat.astype(self.x_dtype, copy=False), gw, gb
 
 
 def layer_norm(x, weight, bias, eps=1e-5):
@@ -301,11 +279,11 @@ def l2_normalize(x, axis=-1, eps=1e-12):
 
 class Dropout(Function):
     def __init__(self, p, rng):
-        self.p, self.rng = p, rng
+        self.drop_prob, self.rng = p, rng
 
     def forward(self, x):
-        keep = backend.rand(*x.shape, rng=self.rng, dtype=x.dtype, like=x) >= self.p
-        self.mask = keep.astype(x.dtype) / (1 - self.p)  # scale now so evaluation needs no rescaling
+        keep = backend.rand(*x.shape, rng=self.rng, dtype=x.dtype, like=x) >= self.drop_prob
+        self.mask = keep.astype(x.dtype) / (1 - self.drop_prob)  # scale now so evaluation needs no rescaling
         return x * self.mask
 
     def backward(self, g):
@@ -319,43 +297,3 @@ def dropout(x, p=0.5, training=True, rng=None):
     if not training or p == 0:
         return x
     return Dropout(p, rng)(x)
-
-
-# ----------------------------------------------------------------------------- attention
-class ScaledDotProductAttention(Function):
-    """softmax(q k^T / sqrt(d) + mask) v, fused so backward reuses the attention weights."""
-    def __init__(self, mask=None):
-        self.mask = backend.unwrap(mask)
-
-    def forward(self, q, k, v):
-        if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
-            raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} need q/k to share the last "
-                             "dim and k/v the second-to-last")
-        xp = _xp(q)
-        self.scale = 1 / math.sqrt(q.shape[-1])
-        s = (q @ k.swapaxes(-1, -2)) * self.scale                 # (..., Lq, Lk)
-        if self.mask is not None:
-            s = s + self.mask                                      # e.g. -inf above the diagonal (causal)
-        e = xp.exp(s - s.max(-1, keepdims=True))
-        self.p = e / e.sum(-1, keepdims=True)
-        self.q, self.k, self.v = q, k, v
-        return self.p @ v                                          # (..., Lq, dv)
-
-    def backward(self, g):
-        p, q, k, v = self.p, self.q, self.k, self.v
-        gv = sum_to(p.swapaxes(-1, -2) @ g, v.shape)
-        gp = g @ v.swapaxes(-1, -2)
-        gs = p * (gp - (gp * p).sum(-1, keepdims=True)) * self.scale
-        return sum_to(gs @ k, q.shape), sum_to(gs.swapaxes(-1, -2) @ q, k.shape), gv
-
-
-def scaled_dot_product_attention(q, k, v, mask=None):
-    """q (..., Lq, d), k (..., Lk, d), v (..., Lk, dv), additive mask broadcastable to (..., Lq, Lk)."""
-    return ScaledDotProductAttention(mask)(q, k, v)
-
-
-def causal_mask(n, dtype=np.float32):
-    """(n, n) additive mask: 0 on and below the diagonal, -inf above (the text encoder's)."""
-    xp = backend.xp
-    return xp.triu(xp.full((n, n), -np.inf, dtype=dtype), 1)
-

@@ -380,6 +380,86 @@ def case_relu():
     close(z.grad, [0.0, 0.0, 1.0])  # the subgradient 0 at 0, as PyTorch
 
 
+# ----------------------------------------------------------------------------- the plain versions
+# Each plain op against the same NumPy reference as its fast twin, and its autograd-derived backward
+# through gradcheck; tests/test_plain_ops.py checks plain against fast on more shapes.
+def case_linear_simple():
+    x, w, b = tensor((2, 3, 4)), tensor((5, 4), seed=1), tensor((5,), seed=2)
+    close(F.linear_simple(x, w, b), host(x) @ host(w).T + host(b))
+    gradcheck(F.linear_simple, [x, w, b])
+    gradcheck(F.linear_simple, [tensor((4,), seed=3), w])                   # 1-D input, no bias
+
+
+def case_quick_gelu_simple():
+    x = tensor((3, 5), scale=3)
+    close(F.quick_gelu_simple(x), host(x) * np_sigmoid(1.702 * host(x)))
+    gradcheck(F.quick_gelu_simple, [x])
+    with no_warnings():                                                     # tanh form: no overflow
+        close(F.quick_gelu_simple(wrap(np.array([-1e4, 1e4]))), [0.0, 1e4])
+
+
+def case_softmax_simple():
+    x = tensor((2, 3, 4))
+    for axis in (-1, 0, 1):
+        close(F.softmax_simple(x, axis), np_softmax(host(x), axis))
+        gradcheck(lambda x: F.softmax_simple(x, axis), [x])
+    with no_warnings():
+        close(F.softmax_simple(wrap(np.array([[1e4, 0.0, -1e4]]))), [[1.0, 0.0, 0.0]])
+
+
+def case_log_softmax_simple():
+    x = tensor((2, 3, 4))
+    for axis in (-1, 0):
+        close(F.log_softmax_simple(x, axis), np.log(np_softmax(host(x), axis)))
+        gradcheck(lambda x: F.log_softmax_simple(x, axis), [x])
+    with no_warnings():
+        close(F.log_softmax_simple(wrap(np.array([[1e4, 0.0, -1e4]]))), [[0.0, -1e4, -2e4]])
+
+
+def case_cross_entropy_simple():
+    logits, labels = tensor((5, 4)), ints(4, (5,))
+    ref = -np.log(np_softmax(host(logits), 1))[np.arange(5), host(labels)].mean()
+    close(F.cross_entropy_simple(logits, labels), ref)
+    gradcheck(lambda z: F.cross_entropy_simple(z, labels), [logits])
+    label_t = Tensor(labels)
+    gradcheck(lambda z, t: F.cross_entropy_simple(z, t), [logits, label_t])  # integer labels get no grad
+    assert label_t.grad is None
+
+
+def case_layer_norm_simple():
+    x, w, b = tensor((2, 3, 4)), tensor((4,), seed=1), tensor((4,), seed=2)
+    close(F.layer_norm_simple(x, w, b), np_norm(host(x), -1, host(w), host(b), 1e-5), rtol=1e-9)
+    close(F.layer_norm_simple(x, w, b, eps=0.1), np_norm(host(x), -1, host(w), host(b), 0.1), rtol=1e-9)
+    gradcheck(F.layer_norm_simple, [x, w, b])
+
+
+def case_batch_norm_simple():
+    w, b = tensor((3,), seed=1), tensor((3,), seed=2)
+    for shape in [(6, 3), (3, 3, 2, 2)]:
+        x = tensor(shape)
+        axes, bshape = (0,) + tuple(range(2, len(shape))), (1, 3) + (1,) * (len(shape) - 2)
+        ref = np_norm(host(x), axes, host(w).reshape(bshape), host(b).reshape(bshape), 1e-5)
+        close(F.batch_norm_simple(x, w, b), ref, rtol=1e-9)
+        gradcheck(F.batch_norm_simple, [x, w, b])
+
+
+def case_conv2d_simple():
+    for i, ((N, C, H, W), (O, kh, kw), s, p, bias) in enumerate(CONV_CASES):
+        x, w = tensor((N, C, H, W), seed=i), tensor((O, C, kh, kw), seed=10 + i)
+        b = tensor((O,), seed=20 + i) if bias else None
+        close(F.conv2d_simple(x, w, b, s, p), np_conv2d(host(x), host(w), None if b is None else host(b), s, p))
+        gradcheck(lambda x, w, *b: F.conv2d_simple(x, w, *b, stride=s, padding=p), [x, w] + ([b] if bias else []))
+
+
+def case_scaled_dot_product_attention_simple():
+    q, k, v = tensor((2, 3, 4)), tensor((2, 3, 4), seed=1), tensor((2, 3, 5), seed=2)
+    mask = F.causal_mask(3, np.float64)
+    s = host(q) @ host(k).swapaxes(-1, -2) / 2 + host(mask)                # sqrt(d) = 2
+    close(F.scaled_dot_product_attention_simple(q, k, v, mask), np_softmax(s, -1) @ host(v), rtol=1e-9)
+    gradcheck(lambda q, k, v: F.scaled_dot_product_attention_simple(q, k, v, mask), [q, k, v])
+    gradcheck(F.scaled_dot_product_attention_simple, [tensor((2, 3)), tensor((4, 3), seed=1), tensor((4, 2), seed=2)])
+
+
 GRADCHECK_CASES = {
     "linear": case_linear,
     "conv2d": case_conv2d,
@@ -398,6 +478,15 @@ GRADCHECK_CASES = {
     "quick_gelu": case_quick_gelu,
     "sigmoid": case_sigmoid,
     "relu": case_relu,
+    "linear_simple": case_linear_simple,
+    "quick_gelu_simple": case_quick_gelu_simple,
+    "softmax_simple": case_softmax_simple,
+    "log_softmax_simple": case_log_softmax_simple,
+    "cross_entropy_simple": case_cross_entropy_simple,
+    "layer_norm_simple": case_layer_norm_simple,
+    "batch_norm_simple": case_batch_norm_simple,
+    "conv2d_simple": case_conv2d_simple,
+    "scaled_dot_product_attention_simple": case_scaled_dot_product_attention_simple,
 }
 
 

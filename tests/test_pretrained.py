@@ -401,7 +401,8 @@ def test_files_written_by_torch(tiny, tmp_path):
     try:
         scripted = torch.jit.script(theirs)
     except Exception:  # the reference model is written for eager mode; tracing needs no annotations
-        images, tokens = torch.zeros(1, 3, model.visual.input_resolution, model.visual.input_resolution), torch.full((1, 77), 1023, dtype=torch.long)
+        R = model.visual.input_resolution
+        images, tokens = torch.zeros(1, 3, R, R), torch.full((1, 77), 1023, dtype=torch.long)
         scripted = torch.jit.trace(theirs, (images, tokens), check_trace=False)
     torch.jit.save(scripted, tmp_path / "scripted.pt")
     loaded = read_state_dict(tmp_path / "scripted.pt")

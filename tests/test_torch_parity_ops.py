@@ -91,6 +91,21 @@ CASES = [  # (id, starting with the op's name; minclip; torch; input shapes, or 
     ("scaled_dot_product_attention_additive_mask",
      lambda q, k, v: F.scaled_dot_product_attention(q, k, v, backend.asarray(MASK)),
      lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, attn_mask=torch.tensor(MASK)), [(3, 4, 6)] * 3),
+    # the plain versions beside the fast ops
+    ("linear_simple", F.linear_simple, TF.linear, [(2, 3, 4), (5, 4), (5,)]),
+    ("quick_gelu_simple", F.quick_gelu_simple, lambda x: x * torch.sigmoid(1.702 * x), [(3, 7)]),
+    ("softmax_simple", F.softmax_simple, lambda x: TF.softmax(x, -1), [(3, 4, 5)]),
+    ("log_softmax_simple", F.log_softmax_simple, lambda x: TF.log_softmax(x, -1), [(3, 4, 5)]),
+    ("cross_entropy_simple", F.cross_entropy_simple, TF.cross_entropy, [(6, 5), labels(5, (6,))]),
+    ("layer_norm_simple", F.layer_norm_simple, lambda x, w, b: TF.layer_norm(x, (6,), w, b, 1e-5),
+     [(2, 3, 6), (6,), (6,)]),
+    ("batch_norm_simple", F.batch_norm_simple, lambda x, w, b: TF.batch_norm(x, None, None, w, b, training=True),
+     [(4, 3, 2, 2), (3,), (3,)]),
+    ("conv2d_simple", lambda x, w, b: F.conv2d_simple(x, w, b, 2, 1), lambda x, w, b: TF.conv2d(x, w, b, 2, 1),
+     [(2, 2, 7, 6), (3, 2, 3, 3), (3,)]),
+    ("scaled_dot_product_attention_simple",
+     lambda q, k, v: F.scaled_dot_product_attention_simple(q, k, v, F.causal_mask(4, np.float64)),
+     lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, is_causal=True), [(2, 2, 4, 8)] * 3),
 ]
 
 
