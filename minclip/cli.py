@@ -5,6 +5,7 @@
     minclip eval retrieval --checkpoint C --data captions.csv
     minclip eval linear-probe --checkpoint C --dataset shapes
     minclip classify --checkpoint C cat.png dog.png --labels "a cat,a dog"
+    minclip index build DIR --checkpoint C   # cache the folder's image embeddings (search does it too)
     minclip search --checkpoint C --images DIR "a red circle on the left" -k 5
     minclip plot logs/RUN
     minclip info
@@ -38,6 +39,7 @@ from .evaluate import (
     zero_shot_classifier,
     zero_shot_eval,
 )
+from .index import build_index, encode_images, search
 from .loss import MAX_LOGIT_SCALE
 from .plots import image_grid, plot_curves
 from .train import TrainConfig, config_from_args, train
@@ -54,40 +56,6 @@ def _write_json(path, obj):
         with open(path, "w") as f:
             json.dump(obj, f, indent=2)
         print(f"wrote {path}")
-
-
-def _image_paths(folder):
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"image folder not found: {folder}")
-    paths = sorted(os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs
-                   if f.lower().endswith(data.IMG_EXTENSIONS))
-    if not paths:
-        raise ValueError(f"no images ({', '.join(data.IMG_EXTENSIONS)}) found under {folder}")
-    return paths
-
-
-def _load_images(paths, n_px):
-    """Preprocessed images (N, 3, n_px, n_px) float32, as OpenAI's preprocess."""
-    pre = data.clip_preprocess(n_px)
-    out = []
-    for p in paths:
-        if not os.path.exists(p):
-            raise FileNotFoundError(f"image not found: {p}")
-        try:
-            with Image.open(p) as im:
-                out.append(pre(im))
-        except OSError as e:
-            raise ValueError(f"cannot read image {p}: {e}") from e
-    return np.stack(out)
-
-
-def _encode_images(model, images, batch_size=128):
-    """Unit-length image features (N, D), NumPy."""
-    feats = []
-    with no_grad():
-        for i in range(0, len(images), batch_size):
-            feats.append(normalize_rows(model.encode_image(images[i:i + batch_size]).numpy()))
-    return np.concatenate(feats)
 
 
 def _encode_texts(model, tokenizer, texts):
@@ -249,7 +217,7 @@ def cmd_classify(args):
     labels = _split(args.labels)
     if len(labels) < 2:
         raise ValueError("--labels needs at least two comma-separated labels")
-    img = _encode_images(model, _load_images(args.images, model.visual.input_resolution))
+    img = encode_images(model, args.images, progress=False)
     txt = _encode_texts(model, tokenizer, labels)
     logits = MAX_LOGIT_SCALE * img @ txt.T     # the released models' learned scale sits at the clamp
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -260,25 +228,25 @@ def cmd_classify(args):
     return 0
 
 
+def cmd_index(args):
+    model, _ = load_model(args.checkpoint)
+    index = build_index(model, args.images, batch_size=args.batch_size, progress=args.progress)
+    print(f"indexed {len(index.files)} images under {args.images} ({len(index.encoded)} encoded now, "
+          f"{len(index.files) - len(index.encoded)} unchanged)")
+    return 0
+
+
 def cmd_search(args):
+    """Text-to-image search; the image embeddings come from the folder's index, built or updated first."""
     model, tokenizer = load_model(args.checkpoint)
-    paths = _image_paths(args.images)
-    cache = os.path.join(args.images, ".minclip-embeddings.npz")
-    key = f"{os.path.abspath(args.checkpoint)}:{os.path.getmtime(args.checkpoint)}"
-    feats = None
-    if os.path.exists(cache):  # image embeddings are the slow part: reuse them while images and model match
-        with np.load(cache) as z:
-            if str(z["key"]) == key and list(z["paths"]) == paths:
-                feats = z["features"]
-    if feats is None:
-        feats = _encode_images(model, _load_images(paths, model.visual.input_resolution))
-        np.savez(cache, key=key, paths=np.array(paths), features=feats)
-    scores = feats @ _encode_texts(model, tokenizer, [args.query])[0]
-    top = np.argsort(-scores)[:args.k]
-    for rank, i in enumerate(top, 1):
-        print(f"{rank:2d}. {scores[i]:.3f}  {paths[i]}")
-    imgs = [np.asarray(Image.open(paths[i]).convert("RGB").resize((128, 128))) for i in top]
-    out = image_grid(imgs, [f"{scores[i]:.3f}" for i in top], args.out or "search.png")
+    index = build_index(model, args.images, progress=args.progress)
+    if not index.files:
+        raise ValueError(f"no images ({', '.join(data.IMG_EXTENSIONS)}) found under {args.images}")
+    hits = search(index, _encode_texts(model, tokenizer, [args.query]), k=args.k)
+    for rank, (path, score) in enumerate(hits, 1):
+        print(f"{rank:2d}. {score:.3f}  {os.path.join(args.images, path)}")
+    imgs = [np.asarray(Image.open(os.path.join(args.images, p)).convert("RGB").resize((128, 128))) for p, _ in hits]
+    out = image_grid(imgs, [f"{score:.3f}" for _, score in hits], args.out or "search.png")
     print(f"wrote {out}")
     return 0
 
@@ -350,7 +318,17 @@ def build_parser():
     s.add_argument("query")
     s.add_argument("-k", type=int, default=5)
     s.add_argument("--out", help="PNG grid of the top-k (default: search.png)")
+    s.add_argument("--no-progress", dest="progress", action="store_false")
     s.set_defaults(func=cmd_search)
+
+    ix = sub.add_parser("index", help="cache the image embeddings of a folder for search: index build DIR")
+    isub = ix.add_subparsers(dest="action", metavar="ACTION", required=True)
+    b = isub.add_parser("build", help="encode new or changed images under DIR into DIR/.minclip-index")
+    b.add_argument("images", metavar="DIR")
+    b.add_argument("--checkpoint", required=True)
+    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--no-progress", dest="progress", action="store_false")
+    b.set_defaults(func=cmd_index)
 
     pl = sub.add_parser("plot", help="(re)draw the curves of a run folder")
     pl.add_argument("run_dir")

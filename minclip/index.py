@@ -17,10 +17,12 @@ from collections import namedtuple
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from . import backend
 from .autograd import no_grad
 from .data import IMG_EXTENSIONS, clip_preprocess
+from .evaluate import normalize_rows
 
 Index = namedtuple("Index", "root files embeddings fingerprint encoded")
 Index.__doc__ = """root: the image folder; files: relative paths; embeddings: float32 (N, D) unit rows;
@@ -46,20 +48,24 @@ def list_images(folder):
 
 
 def encode_images(model, paths, batch_size=64, progress=True):
-    """Unit-norm float32 (len(paths), embed_dim) image features, in batches under no_grad."""
-    from tqdm import tqdm
+    """Unit-norm float32 (len(paths), embed_dim) image features, in batches under no_grad.
+    A missing file raises FileNotFoundError, an unreadable one ValueError, naming it."""
     preprocess = clip_preprocess(model.visual.input_resolution)
     out = []
     batches = range(0, len(paths), batch_size)
     for start in tqdm(batches, desc="encoding images", unit="batch", disable=not progress or not paths):
         images = []
         for path in paths[start:start + batch_size]:
-            with Image.open(path) as img:
-                images.append(preprocess(img))
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"image not found: {path}")
+            try:
+                with Image.open(path) as img:
+                    images.append(preprocess(img))
+            except OSError as e:  # missing, truncated or not an image
+                raise ValueError(f"cannot read image {path}: {e}") from e
         with no_grad():  # no graph: activations are freed batch by batch
             features = backend.to_numpy(model.encode_image(backend.asarray(np.stack(images))).data)
-        features = features.astype(np.float32)
-        out.append(features / np.linalg.norm(features, axis=1, keepdims=True))
+        out.append(normalize_rows(features.astype(np.float32)))
     return np.concatenate(out) if out else np.zeros((0, model.config["embed_dim"]), np.float32)
 
 
@@ -127,8 +133,7 @@ def search(index, text_features, k=5):
     if t.shape[1] != index.embeddings.shape[1]:
         raise ValueError(f"search: text features have {t.shape[1]} dimensions but the index has "
                          f"{index.embeddings.shape[1]}; encode the query with the model that built the index")
-    t = t / np.linalg.norm(t, axis=1, keepdims=True)
-    scores = t @ index.embeddings.T  # (M, N) cosine similarities
+    scores = normalize_rows(t) @ index.embeddings.T  # (M, N) cosine similarities
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     results = [[(index.files[j], float(scores[i, j])) for j in row] for i, row in enumerate(order)]
     return results[0] if single else results

@@ -73,9 +73,18 @@ def test_classify_and_search(run, image_folder, tmp_path, capsys):
                  "--out", str(out)]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()[:2].rstrip(".").isdigit()]
     assert len(lines) == 3 and Image.open(out).size[0] > 0
-    assert (image_folder / ".minclip-embeddings.npz").exists()  # the second search reuses the embeddings
+    assert (image_folder / ".minclip-index" / "embeddings.npy").exists()  # later searches reuse the embeddings
+    assert main(["index", "build", str(image_folder), "--checkpoint", run[1], "--no-progress"]) == 0
+    assert "indexed 6 images" in (text := capsys.readouterr().out) and "(0 encoded now, 6 unchanged)" in text
     assert main(["search", "--checkpoint", run[1], "--images", str(image_folder), "a circle", "-k", "2",
                  "--out", str(out)]) == 0
+
+
+def test_classify_names_an_unreadable_image(run, tmp_path, capsys):
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    assert main(["classify", "--checkpoint", run[1], str(tmp_path / "bad.png"), "--labels", "a,b"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("minclip: error: cannot read image") and "bad.png" in err and "\n" not in err
 
 
 @pytest.mark.parametrize("argv, message", [
