@@ -47,7 +47,7 @@ def check_close(what, got, want, tol=1e-10):
 
 # %% solution a06-patchify
 def patchify(x, P):
-    """x (N, C, R, R) Tensor -> (N, G*G, C*P*P) with G = R // P."""
+    """x (N, C, R, R) Tensor -> (N, G*G, C*P*P), where G = R/P patches fit along each side."""
     ### BEGIN SOLUTION
     N, C, R, _ = x.shape
     G = R // P
