@@ -147,11 +147,14 @@ def test_wrong_submission_loses_points(course, name):
 def test_release_hides_solutions_and_hidden_tests(course, name):
     source_nb = _read(course[0] / "source" / name / f"{name}.ipynb")
     release = "\n".join("".join(c["source"]) for c in _read(course[0] / "release" / name / f"{name}.ipynb")["cells"])
-    secret = []
+    solution, hidden, visible = [], [], []
     for c in source_nb["cells"]:
         src = "".join(c["source"])
-        secret += _region_lines(src, "### BEGIN SOLUTION", "### END SOLUTION")
-        secret += _region_lines(src, "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
-    assert secret, f"{name}: no solution lines found in the source notebook"
-    leaked = [line for line in secret if line in release]
+        solution += _region_lines(src, "### BEGIN SOLUTION", "### END SOLUTION")
+        hidden += _region_lines(src, "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
+        visible += [line.strip() for line in src.split("### BEGIN HIDDEN TESTS")[0].splitlines()]
+    assert solution and hidden, f"{name}: the source notebook needs solution regions and hidden tests"
+    # Every solution line must be gone; a hidden test may repeat a visible line (say `opt.step()`).
+    leaked = [line for line in solution if line in release]
+    leaked += [line for line in hidden if line not in visible and line in release]
     assert not leaked, f"{name}: the released notebook still contains {leaked[:3]}"

@@ -136,7 +136,8 @@ for axis in (0, 1, 2):
 check_grad("Sum over axis=1, keepdims=True", lambda t: Sum(1, keepdims=True)(t), [x])
 ### BEGIN HIDDEN TESTS
 check_grad("Sum over axis=-1", lambda t: Sum(-1)(t), [randn(2, 5)])
-check_grad("Sum then Mul (the pieces compose)", lambda t, u: Mul()(Sum(0, keepdims=True)(t), u), [randn(3, 4), randn(2, 1, 4)])
+check_grad("Sum then Mul (the pieces compose)", lambda t, u: Mul()(Sum(0, keepdims=True)(t), u),
+           [randn(3, 4), randn(2, 1, 4)])
 ### END HIDDEN TESTS
 
 # %% [markdown]

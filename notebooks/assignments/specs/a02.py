@@ -14,10 +14,10 @@
 # $$\frac{\partial L}{\partial X} = \frac{1}{N}\left(\mathrm{softmax}(X) - \mathrm{onehot}(t)\right).$$
 
 # %% setup
-from minclip import Function, Tensor, backend, gradcheck
-from minclip import functional as F
 import numpy as np
 
+from minclip import Function, Tensor, backend, gradcheck
+from minclip import functional as F
 from minclip.gradcheck import GradcheckError
 
 rng = np.random.default_rng(0)

@@ -12,11 +12,11 @@
 # The two means are the gradient flowing through $\mu$ and through $\sigma^2$.
 
 # %% setup
+import numpy as np
+
 from minclip import Function, Tensor, backend, gradcheck
 from minclip import functional as F
 from minclip.autograd import sum_to
-import numpy as np
-
 from minclip.gradcheck import GradcheckError
 
 rng = np.random.default_rng(0)

@@ -12,10 +12,10 @@
 # %% setup
 import math
 
-from minclip import Function, Tensor, backend, gradcheck
-from minclip import functional as F
 import numpy as np
 
+from minclip import Tensor, backend, gradcheck
+from minclip import functional as F
 from minclip.gradcheck import GradcheckError
 
 rng = np.random.default_rng(0)

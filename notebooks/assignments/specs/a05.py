@@ -8,14 +8,16 @@
 # **im2col** copies every window into a column, so the whole convolution is one matrix product:
 # `cols` of shape $(N, C k_h k_w, H_o W_o)$, and $y = W_{(F,\,C k_h k_w)}\;\mathrm{cols}$.
 #
+# Graded below: the forward of both parts (2 points) and their gradients (4 points).
+#
 # You write im2col as a `Function`. Its backward (col2im) sends each column entry back to the pixel it
 # was copied from; where windows overlap, a pixel was copied several times and its gradients **add up**.
 
 # %% setup
-from minclip import Function, Tensor, backend, gradcheck
-from minclip import functional as F
 import numpy as np
 
+from minclip import Function, Tensor, backend, gradcheck
+from minclip import functional as F
 from minclip.gradcheck import GradcheckError
 
 rng = np.random.default_rng(0)
@@ -42,7 +44,7 @@ def check_close(what, got, want, tol=1e-10):
 
 
 # %% [markdown]
-# ## 1. `Im2col` (5 points)
+# ## 1. `Im2col`
 # Row order inside a column must match `W.reshape(F, C * kh * kw)`: channel first, then kernel row $u$,
 # then kernel column $v$. One way: loop over the $k_h k_w$ kernel offsets $(u, v)$ and take the strided
 # slice `x[:, :, u:u + s*Ho:s, v:v + s*Wo:s]` of shape $(N, C, H_o, W_o)$ for each.
@@ -81,7 +83,7 @@ class Im2col(Function):
         ### END SOLUTION
 
 # %% [markdown]
-# ## 2. `conv2d` as one matrix product (1 point)
+# ## 2. `conv2d` as one matrix product
 # `weight.reshape(F, -1) @ cols` broadcasts over the batch: $(F, Ck_hk_w) @ (N, Ck_hk_w, H_oW_o)$.
 
 # %% solution a05-conv2d

@@ -9,12 +9,12 @@
 # E \in \mathbb{R}^{(3P^2)\times D},\; E_\text{pos} \in \mathbb{R}^{(G^2+1)\times D},\; G = R/P.$$
 
 # %% setup
-from minclip import Function, Tensor, backend, concat, gradcheck
-from minclip import functional as F
-from minclip.transformer import VisionTransformer
 import numpy as np
 
+from minclip import Tensor, backend, concat, gradcheck
+from minclip import functional as F
 from minclip.gradcheck import GradcheckError
+from minclip.transformer import VisionTransformer
 
 rng = np.random.default_rng(0)
 

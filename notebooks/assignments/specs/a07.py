@@ -19,12 +19,12 @@
 # `axis=1` means a softmax over each row (an image against all texts), `axis=0` over each column.
 
 # %% setup
-from minclip import Function, Tensor, backend, gradcheck
-from minclip import functional as F
-from minclip.loss import clip_loss as minclip_clip_loss
 import numpy as np
 
+from minclip import Tensor, backend, gradcheck
+from minclip import functional as F
 from minclip.gradcheck import GradcheckError
+from minclip.loss import clip_loss as minclip_clip_loss
 
 rng = np.random.default_rng(0)
 
@@ -91,7 +91,8 @@ check_close("clip_loss", clip_loss(I_f, T_f, t), minclip_clip_loss(I_f, T_f, t))
 check_grad("clip_loss (gradients of both feature sets and t)", clip_loss, [I_f, T_f, t])
 ### BEGIN HIDDEN TESTS
 A = randn(3, 6)
-check_close("clip_loss with one feature set swapped for the other", clip_loss(T_f, I_f, t), minclip_clip_loss(T_f, I_f, t))
+check_close("clip_loss with the two feature sets swapped", clip_loss(T_f, I_f, t),
+            minclip_clip_loss(T_f, I_f, t))
 check_close("clip_loss with identical features (n=3)", clip_loss(A, A, t), minclip_clip_loss(A, A, t))
 ### END HIDDEN TESTS
 

@@ -17,11 +17,11 @@
 # %% setup
 import tempfile
 
-from minclip import Function, Tensor, backend, gradcheck
-from minclip.tokenizer import _words, bytes_to_unicode, clean, read_merges, train_bpe
 import numpy as np
 
+from minclip import Tensor, backend, gradcheck
 from minclip.gradcheck import GradcheckError
+from minclip.tokenizer import _words, bytes_to_unicode, clean, read_merges, train_bpe
 
 rng = np.random.default_rng(0)
 
@@ -49,12 +49,12 @@ def check_close(what, got, want, tol=1e-10):
 
 def word_counts(texts):
     """Captions -> {word as a tuple of symbols: count}, cleaned and split the way minclip's tokenizer does."""
-    byte_encoder, counts = bytes_to_unicode(), {}
+    byte_encoder, tally = bytes_to_unicode(), {}
     for text in texts:
         for w in _words(clean(text), byte_encoder):
             word = tuple(w[:-1]) + (w[-1] + "</w>",)
-            counts[word] = counts.get(word, 0) + 1
-    return counts
+            tally[word] = tally.get(word, 0) + 1
+    return tally
 
 
 def minclip_merges(texts, n_merges):
@@ -94,7 +94,8 @@ def merge_word(word, pair):
 # %% test a08-pairs-test 2
 got = pair_counts({("l", "o", "w</w>"): 5, ("l", "o", "t</w>"): 2})
 assert got == {("l", "o"): 7, ("o", "w</w>"): 5, ("o", "t</w>"): 2}, f"pair_counts of low x5, lot x2 gives {got}"
-assert merge_word(("l", "o", "w</w>"), ("l", "o")) == ("lo", "w</w>"), "merge_word(l o w</w>, (l, o)) should be (lo, w</w>)"
+assert merge_word(("l", "o", "w</w>"), ("l", "o")) == ("lo", "w</w>"), \
+    "merge_word(l o w</w>, (l, o)) should be (lo, w</w>)"
 got = merge_word(("a", "a", "a</w>"), ("a", "a"))
 assert got == ("aa", "a</w>"), f"merge_word(a a a</w>, (a, a)) gives {got}; merge left to right, without overlaps"
 

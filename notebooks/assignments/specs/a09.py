@@ -10,12 +10,12 @@
 # CLIP's settings: $\beta_1 = 0.9$, $\beta_2 = 0.98$, $\epsilon = 10^{-6}$, $\lambda = 0.2$.
 
 # %% setup
-from minclip import Function, Tensor, backend, gradcheck
-from minclip.model import CLIP
-from minclip.optim import AdamW, param_groups_for_clip
 import numpy as np
 
+from minclip import Tensor, backend, gradcheck
 from minclip.gradcheck import GradcheckError
+from minclip.model import CLIP
+from minclip.optim import AdamW, param_groups_for_clip
 
 rng = np.random.default_rng(0)
 

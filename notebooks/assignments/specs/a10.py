@@ -10,13 +10,13 @@
 # \qquad \text{prediction}(x) = \arg\max_c\; \operatorname{normalize}(f(x))\cdot w_c .$$
 
 # %% setup
-from minclip import Function, Tensor, backend, gradcheck, no_grad
-from minclip.evaluate import zero_shot_classifier
-from minclip.model import CLIP
-from minclip.tokenizer import tokenize_fn_for
 import numpy as np
 
+from minclip import Tensor, backend, gradcheck, no_grad
+from minclip.evaluate import zero_shot_classifier
 from minclip.gradcheck import GradcheckError
+from minclip.model import CLIP
+from minclip.tokenizer import tokenize_fn_for
 
 rng = np.random.default_rng(0)
 
@@ -81,7 +81,8 @@ assert W.shape == (8, 3), f"zero_shot_weights gives shape {W.shape}, expected (D
 check_close("zero-shot weights", W, zero_shot_classifier(model, classes, templates, tokenize_fn), tol=1e-5)
 ### BEGIN HIDDEN TESTS
 W1 = zero_shot_weights(["red", "blue"], ["{}"])
-check_close("zero-shot weights with one template", W1, zero_shot_classifier(model, ["red", "blue"], ["{}"], tokenize_fn), tol=1e-5)
+check_close("zero-shot weights with one template", W1,
+            zero_shot_classifier(model, ["red", "blue"], ["{}"], tokenize_fn), tol=1e-5)
 ### END HIDDEN TESTS
 
 # %% [markdown]
