@@ -4,7 +4,7 @@ In one temporary copy of the course: `nbgrader generate_assignment` for every as
 submissions per assignment, all autograded in one call, scores read from the gradebook:
   solution  the source notebook's answers pasted into the release   -> full marks
   release   the untouched release (NotImplementedError everywhere)   -> 0, and the grader still finishes
-  wrong     the solution with one classic mistake from MISTAKES      -> loses points, not all of them
+  wrong     the solution with one classic mistake from MISTAKES      -> less than full marks
 We assert on scores, never on nbgrader's exit status: autograde exits 0 even when a cell crashes.
 Needs nbgrader (pip install -e ".[course]"); skipped without it.
 """
@@ -68,6 +68,7 @@ def _nbgrader(args, cwd):
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")  # autograde runs `alembic`
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")           # the kernel imports this minclip
+    env["MINCLIP_BACKEND"] = "numpy"  # students write NumPy (np.exp on raw arrays): grade on CPU even in a CuPy run
     r = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=cwd, env=env, capture_output=True, text=True,
                        timeout=900)
     assert r.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
