@@ -43,8 +43,8 @@ def parse(text, name):
         if kind is None:
             return
         src = "\n".join(lines).strip("\n")
-        if kind == "[markdown]":
-            cells.append(nbformat.v4.new_markdown_cell(src))
+        if kind == "[markdown]":  # text lines are comments in the spec: drop the "# "
+            cells.append(nbformat.v4.new_markdown_cell("\n".join(re.sub(r"^# ?", "", x) for x in src.splitlines())))
         elif kind == "setup":
             n_setup += 1
             cells.append(nbformat.v4.new_code_cell(src, metadata=_meta("setup", f"{name}-setup-{n_setup}")))
