@@ -106,6 +106,9 @@ def cmd_train(args):
     from .train import config_from_args, train
     cfg = config_from_args(args)
     res = train(cfg)
+    from . import distributed as dist
+    if not dist.is_main():  # under mpiexec rank 0 alone reports
+        return 0
     loss = "n/a" if res["final_loss"] is None else f"{res['final_loss']:.3f}"
     print(f"\ntrained {res['step']} steps in {res['wall_time_s'] / 60:.1f} min; final loss {loss}")
     rows = [(k.split("/")[1][:-5], v, res[k.replace("_top1", "_chance")])
@@ -281,6 +284,8 @@ def _add_train_args(p):
                    help="sanity check: train on one fixed batch of N pairs; the loss must fall towards 0")
     p.add_argument("--log-every", type=int, default=d.log_every)
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--blas-threads", type=int, default=d.blas_threads, metavar="N",
+                   help="BLAS threads per process (default 0: cores // processes under mpiexec)")
 
 
 def _add_eval_data_args(p):
@@ -342,6 +347,12 @@ def build_parser():
 
 
 def main(argv=None):
+    """Under `mpiexec -n K` (K > 1) a failure on one rank aborts all of them, as `python -m mpi4py` does."""
+    from . import distributed as dist
+    return dist.run_or_abort(_main, argv)
+
+
+def _main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

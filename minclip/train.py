@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 
 from . import backend
+from . import distributed as dist
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 
 
@@ -50,6 +51,7 @@ class TrainConfig:
     overfit_batch: int = 0           # >0: train on one fixed batch of this many pairs (sanity check)
     log_every: int = 10              # steps between metrics.jsonl lines
     progress: bool = True            # tqdm progress bars
+    blas_threads: int = 0            # BLAS threads per process; 0: cores // processes (docs/distributed.md)
 
 
 class TrainingDiverged(RuntimeError):
@@ -59,17 +61,18 @@ class TrainingDiverged(RuntimeError):
 # ----------------------------------------------------------------------------- one step
 def train_step(model, optimizer, images, tokens, grad_clip=1.0):
     """One optimisation step on a batch; returns (loss, grad_norm) as floats."""
-    from .loss import clip_loss
+    from .loss import clip_loss_global
     from .optim import clip_grad_norm_
 
     image_features = model.encode_image(images)      # I_f @ W_i   (B, embed_dim)
     text_features = model.encode_text(tokens)        # T_f @ W_t   (B, embed_dim)
-    loss = clip_loss(image_features, text_features, model.logit_scale)
-    value = float(loss.data)
+    loss = clip_loss_global(image_features, text_features, model.logit_scale)  # = clip_loss on one process
+    value = dist.average_scalar(float(loss.data))      # distributed: the global loss, the same on every rank
     if not math.isfinite(value):
         return value, float("nan")
     optimizer.zero_grad()
     loss.backward()
+    dist.average_gradients(model.parameters())       # distributed: mean over ranks (no-op on one process)
     grad_norm = clip_grad_norm_(model.parameters(), grad_clip) if grad_clip else float("nan")
     optimizer.step()
     # Section 2.5: the temperature is "clipped to prevent scaling the logits by more than 100"
@@ -210,6 +213,7 @@ def train(cfg=None, on_step=None):
         raise ValueError("use either --resume (continue a run) or --pretrained (start a new run from weights)")
     backend.use(cfg.backend)
     backend.manual_seed(cfg.seed)
+    dist.set_blas_threads(cfg.blas_threads)
 
     model = create_model(cfg.model)
     image_size = model.visual.input_resolution
@@ -220,6 +224,8 @@ def train(cfg=None, on_step=None):
     loader = data.DataLoader(train_set, batch_size=batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
                              num_workers=cfg.workers,
                              tokenize_fn=tokenize_fn_for(model.vocab_size, cfg.context_length))
+    loader = dist.shard(loader)  # distributed: rank r's block of each global batch of K x batch_size
+    global_batch = batch_size * dist.world_size()
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = AdamW(param_groups_for_clip(model, cfg.wd), lr=cfg.lr)
@@ -233,21 +239,30 @@ def train(cfg=None, on_step=None):
                                   f"{state.get('config', {}).get('model')!r}, not {cfg.model!r}")
         model.load_state_dict(model_state)
         optimizer.load_state_dict(state["optimizer"])
-        step, run_dir = state["step"], state.get("run_dir")
+        step, run_dir = dist.resume_position(state, steps_per_epoch, global_batch), state.get("run_dir")
         backend.get_rng().bit_generator.state = state["rng"]
     elif cfg.pretrained:
         model.load_state_dict(load_weights(cfg.pretrained))
-    run_dir = run_dir if run_dir and os.path.isdir(run_dir) else _run_dir(cfg)
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump(asdict(cfg), f, indent=2)
+    dist.broadcast_model(model)  # distributed: every rank starts from rank 0's weights
+    if dist.is_main():  # distributed: rank 0 alone writes the run folder
+        run_dir = run_dir if run_dir and os.path.isdir(run_dir) else _run_dir(cfg)
+        with open(os.path.join(run_dir, "config.json"), "w") as f:
+            json.dump(asdict(cfg), f, indent=2)
+    run_dir = dist.from_main(run_dir)
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     ckpt_path = os.path.join(run_dir, "checkpoints", "latest.npz")
 
     def save():
+        if not dist.is_main():
+            return
+        # epoch and epoch_samples let --resume continue at the same sample offset with another process count
         return save_checkpoint(ckpt_path, model.state_dict(), optimizer=optimizer.state_dict(), step=step,
+                               epoch=step // steps_per_epoch, epoch_samples=step % steps_per_epoch * global_batch,
                                config=asdict(cfg), run_dir=run_dir, rng=backend.get_rng().bit_generator.state)
 
     def log(record):
+        if not dist.is_main():
+            return
         with open(metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -258,7 +273,7 @@ def train(cfg=None, on_step=None):
         for epoch in range(step // steps_per_epoch, cfg.epochs):
             start_batch = step - epoch * steps_per_epoch
             bar = tqdm(loader.iter_epoch(epoch, start_batch), total=steps_per_epoch, initial=start_batch,
-                       desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
+                       desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and dist.is_main()), leave=False)
             t_epoch, seen = time.time(), 0
             for images, tokens in bar:
                 lr = schedule.step(step)
@@ -267,7 +282,7 @@ def train(cfg=None, on_step=None):
                     raise TrainingDiverged(f"loss became {loss} at step {step + 1}; stopped without saving, "
                                            f"the last good checkpoint is {ckpt_path}")
                 step += 1
-                seen += len(images)
+                seen += len(images) * dist.world_size()
                 scale = math.exp(float(model.logit_scale.data))
                 if step % cfg.log_every == 0 or step == total_steps:
                     ips = seen / max(time.time() - t_epoch, 1e-9)  # this epoch's average
@@ -278,7 +293,7 @@ def train(cfg=None, on_step=None):
                     on_step(step, loss, model)
             bar.close()
             save()
-            if evals and not cfg.overfit_batch:
+            if evals and not cfg.overfit_batch and dist.is_main():  # distributed: rank 0 evaluates
                 results = evaluate_during_training(model, evals, cfg, details)
                 model.train()
                 log({"step": step, "epoch": epoch + 1, **results})
@@ -289,6 +304,10 @@ def train(cfg=None, on_step=None):
         save()
         raise KeyboardInterrupt(f"interrupted at step {step}; checkpoint saved to {ckpt_path}; "
                                 f"continue with --resume {ckpt_path}")
+    if not dist.is_main():
+        results.update(step=step, run_dir=run_dir, checkpoint=ckpt_path, final_loss=loss, plots=[],
+                       wall_time_s=time.time() - t_start)
+        return results
     results["plots"] = [plot_curves(metrics_path, os.path.join(run_dir, "curves.png"))]
     if "shape" in details:  # zero-shot evaluation ran (Shapes, not --overfit-batch)
         results["plots"] += shapes_plots(model, evals, run_dir, details["shape"]["confusion"])
