@@ -113,12 +113,12 @@ def clip_loss_global(image_features, text_features, logit_scale):
     T_e = F.l2_normalize(text_features, axis=1)            # T_e = l2_normalize(np.dot(T_f, W_t), axis=1)  [n, d_e]
     all_I, all_T = dist.all_gather(I_e), dist.all_gather(T_e)  # the global batch's embeddings         [N, d_e]
     scale = _ClampMax(MAX_LOGIT_SCALE)(t.exp())
-    logits_per_image = (I_e @ all_T.T) * scale             # my rows of logits = np.dot(I_e, T_e.T) * np.exp(t)  [n, N]
-    logits_per_text = (T_e @ all_I.T) * scale              # my rows of logits.T                                 [n, N]
+    logits_per_image = (I_e @ all_T.T) * scale             # my rows of logits = np.dot(I_e, T_e.T) * np.exp(t)
+    logits_per_text = (T_e @ all_I.T) * scale              # my rows of logits.T, (n, N) each
     labels = xp.arange(n) + dist.rank() * n                # labels = np.arange(N), my slice of it
-    loss_i = F.cross_entropy(logits_per_text, labels)      # loss_i = cross_entropy_loss(logits, labels, axis=0), my columns
-    loss_t = F.cross_entropy(logits_per_image, labels)     # loss_t = cross_entropy_loss(logits, labels, axis=1), my rows
-    return (loss_i + loss_t) / 2                           # loss = (loss_i + loss_t)/2; the mean over ranks is the global loss
+    loss_i = F.cross_entropy(logits_per_text, labels)      # loss_i = cross_entropy_loss(logits, labels, axis=0)
+    loss_t = F.cross_entropy(logits_per_image, labels)     # loss_t = cross_entropy_loss(logits, labels, axis=1)
+    return (loss_i + loss_t) / 2                           # loss = (loss_i + loss_t)/2 (mean over ranks: global)
 
 
 def contrastive_accuracy(logits_per_image):

@@ -273,7 +273,8 @@ def train(cfg=None, on_step=None):
         for epoch in range(step // steps_per_epoch, cfg.epochs):
             start_batch = step - epoch * steps_per_epoch
             bar = tqdm(loader.iter_epoch(epoch, start_batch), total=steps_per_epoch, initial=start_batch,
-                       desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and dist.is_main()), leave=False)
+                       desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       disable=not (cfg.progress and dist.is_main()), leave=False)
             t_epoch, seen = time.time(), 0
             for images, tokens in bar:
                 lr = schedule.step(step)

@@ -16,9 +16,9 @@ import sys
 import numpy as np
 
 from minclip import autograd, backend
-from minclip.model import create_model
 from minclip import distributed as dist
 from minclip.loss import clip_loss, clip_loss_global
+from minclip.model import create_model
 from minclip.optim import AdamW, param_groups_for_clip
 
 name, B, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
