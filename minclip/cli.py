@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from . import __version__, backend, data
+from . import distributed as dist
 from .autograd import no_grad
 from .checkpoint import CheckpointError, load_checkpoint
 from .evaluate import (
@@ -110,6 +111,8 @@ def cmd_info(args):
 
 def cmd_train(args):
     res = train(config_from_args(args))
+    if not dist.is_main():  # under mpiexec rank 0 alone reports
+        return 0
     loss = "n/a" if res["final_loss"] is None else f"{res['final_loss']:.3f}"
     print(f"\ntrained {res['step']} steps in {res['wall_time_s'] / 60:.1f} min; final loss {loss}")
     rows = [(k.split("/")[1][:-5], v, res[k.replace("_top1", "_chance")])
@@ -345,6 +348,12 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def main(argv=None):
+    """The `minclip` command. Under `mpiexec -n K` (K > 1) a failure on one rank aborts all of them,
+    as `python -m mpi4py` does, instead of leaving the others waiting."""
+    return dist.run_or_abort(_main, argv)
+
+
+def _main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -70,6 +70,37 @@ def clip_loss(image_features, text_features, logit_scale, return_logits=False):
     return (loss, logits) if return_logits else loss
 
 
+def clip_loss_global(image_features, text_features, logit_scale):
+    """Figure 3 over the global batch of K data-parallel ranks, computed on each rank for its own rows.
+
+    image_features, text_features: this rank's (n, d_e) Tensors; every rank has the same n.
+    Each rank gathers the normalised features of all ranks (N = K*n, rank r's at rows [r*n, (r+1)*n))
+    and computes its n rows of the N x N logits, and its n rows of the transposed ones (open_clip's
+    local_loss with gather_with_grad). The mean of the returned losses over ranks equals
+    clip_loss on the concatenated batch, and after averaging gradients over ranks so do the
+    gradients (the gather's backward sums every rank's gradient for a slice). On one process it
+    is clip_loss. See docs/distributed.md for the picture.
+    """
+    from . import distributed as dist
+    if dist.world_size() == 1:
+        return clip_loss(image_features, text_features, logit_scale)
+    n = image_features.shape[0]
+    t = logit_scale if isinstance(logit_scale, Tensor) else as_tensor(float(logit_scale),
+                                                                      like=backend.unwrap(image_features))
+    xp = backend.get_array_module(backend.unwrap(image_features))
+
+    I_e = F.l2_normalize(image_features, axis=1)           # I_e = l2_normalize(np.dot(I_f, W_i), axis=1)  [n, d_e]
+    T_e = F.l2_normalize(text_features, axis=1)            # T_e = l2_normalize(np.dot(T_f, W_t), axis=1)  [n, d_e]
+    all_I, all_T = dist.all_gather(I_e), dist.all_gather(T_e)  # the global batch's embeddings         [N, d_e]
+    scale = _ClampMax(MAX_LOGIT_SCALE)(t.exp())
+    logits_per_image = (I_e @ all_T.T) * scale             # my rows of logits = np.dot(I_e, T_e.T) * np.exp(t)
+    logits_per_text = (T_e @ all_I.T) * scale              # my rows of logits.T, (n, N) each
+    labels = xp.arange(n) + dist.rank() * n                # labels = np.arange(N), my slice of it
+    loss_i = F.cross_entropy(logits_per_text, labels)      # loss_i = cross_entropy_loss(logits, labels, axis=0)
+    loss_t = F.cross_entropy(logits_per_image, labels)     # loss_t = cross_entropy_loss(logits, labels, axis=1)
+    return (loss_i + loss_t) / 2                           # loss = (loss_i + loss_t)/2 (mean over ranks: global)
+
+
 def contrastive_accuracy(logits_per_image):
     """Top-1 retrieval accuracy within a batch from the (n, n) logits (Tensor or array):
     i2t = fraction of images whose best text is their own caption, t2i = the reverse. Floats in [0, 1]."""
@@ -80,4 +111,4 @@ def contrastive_accuracy(logits_per_image):
             "t2i": float((logits.argmax(axis=0) == target).mean())}
 
 
-__all__ = ["clip_loss", "contrastive_accuracy", "cross_entropy_loss", "MAX_LOGIT_SCALE"]
+__all__ = ["clip_loss", "clip_loss_global", "contrastive_accuracy", "cross_entropy_loss", "MAX_LOGIT_SCALE"]

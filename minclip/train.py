@@ -23,9 +23,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from tqdm.auto import tqdm
 
 from . import backend, data
+from . import distributed as dist
 from .checkpoint import CheckpointError, checkpoint_tokenizer, read_checkpoint, read_weights, save_checkpoint
 from .evaluate import encode_dataset, retrieval_metrics, shapes_plots, shapes_zeroshot
-from .loss import MAX_LOGIT_SCALE, clip_loss
+from .loss import MAX_LOGIT_SCALE, clip_loss_global
 from .model import create_model
 from .optim import AdamW, CosineSchedule, clip_grad_norm_, param_groups_for_clip
 from .plots import plot_curves
@@ -72,6 +73,7 @@ class TrainConfig:
                               metavar="N")
     log_every: int = _opt(10, "steps between metrics.jsonl lines")
     progress: bool = _opt(True, "tqdm progress bars and per-epoch lines")
+    blas_threads: int = _opt(0, "BLAS threads per process; 0: cores // processes (docs/distributed.md)", metavar="N")
 
 
 PAIRS_PER_RUN = 6 * 16384  # what --epochs 0 aims for: the default Shapes run, 6 epochs of 16,384 pairs
@@ -86,12 +88,13 @@ def train_step(model, optimizer, images, tokens, grad_clip=1.0):
     """One optimisation step on a batch; returns (loss, grad_norm) as floats."""
     image_features = model.encode_image(images)      # I_f @ W_i   (B, embed_dim)
     text_features = model.encode_text(tokens)        # T_f @ W_t   (B, embed_dim)
-    loss = clip_loss(image_features, text_features, model.logit_scale)
-    value = float(loss.data)
+    loss = clip_loss_global(image_features, text_features, model.logit_scale)  # = clip_loss on one process
+    value = dist.average_scalar(float(loss.data))      # distributed: the global loss, the same on every rank
     if not math.isfinite(value):
         return value, float("nan")
     optimizer.zero_grad()
     loss.backward()
+    dist.average_gradients(model.parameters())       # distributed: mean over ranks (no-op on one process)
     grad_norm = clip_grad_norm_(model.parameters(), grad_clip) if grad_clip else float("nan")
     optimizer.step()
     # Section 2.5: the temperature is "clipped to prevent scaling the logits by more than 100"
@@ -226,6 +229,7 @@ def train(cfg=None, on_step=None):
     _check_config(cfg)
     backend.use(cfg.backend)
     backend.manual_seed(cfg.seed)
+    dist.set_blas_threads(cfg.blas_threads)
     model = create_model(cfg.model)
     train_set, evals = build_data(cfg, model.visual.input_resolution)
 
@@ -246,9 +250,10 @@ def train(cfg=None, on_step=None):
         train_set = OneBatch(train_set, cfg.overfit_batch)
     elif cfg.cache_gb > 0 and not data.transforms.wants_rng(getattr(train_set, "transform", None)):
         train_set = data.InMemory(train_set, max_bytes=int(cfg.cache_gb * 2 ** 30))
-    loader = data.DataLoader(train_set, batch_size=min(cfg.batch_size, len(train_set)), shuffle=True, seed=cfg.seed,
-                             drop_last=True, num_workers=cfg.workers,
-                             tokenize_fn=lambda texts: tokenizer(texts, tokenizer.trained_length))
+    batch_size = min(cfg.batch_size, len(train_set) // dist.world_size())
+    loader = data.DataLoader(train_set, batch_size=batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
+                             num_workers=cfg.workers, tokenize_fn=lambda texts: tokenizer(texts, tokenizer.trained_length))
+    loader = dist.shard(loader)  # distributed: rank r's block of each global batch of K x batch_size
     optimizer = AdamW(param_groups_for_clip(model, cfg.wd), lr=cfg.lr)
     schedule = CosineSchedule(optimizer, cfg.lr, cfg.warmup, len(loader) * cfg.epochs)
 
@@ -256,14 +261,18 @@ def train(cfg=None, on_step=None):
     if resumed:
         model.load_state_dict(resumed[0])
         optimizer.load_state_dict(resumed[1]["optimizer"])
-        step, run_dir = resumed[1]["step"], resumed[1].get("run_dir")
+        step = dist.resume_position(resumed[1], len(loader), batch_size * dist.world_size())
+        run_dir = resumed[1].get("run_dir")
         backend.get_rng().bit_generator.state = resumed[1]["rng"]
     elif pretrained:
         model.load_state_dict(pretrained[0])
-    run_dir = run_dir if run_dir and os.path.isdir(run_dir) else _run_dir(cfg)
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump(asdict(cfg), f, indent=2)
-    write_merges(tokenizer.merges, os.path.join(run_dir, "bpe.txt.gz"))
+    dist.broadcast_model(model)  # distributed: every rank starts from rank 0's weights
+    if dist.is_main():  # distributed: rank 0 alone writes the run folder
+        run_dir = run_dir if run_dir and os.path.isdir(run_dir) else _run_dir(cfg)
+        with open(os.path.join(run_dir, "config.json"), "w") as f:
+            json.dump(asdict(cfg), f, indent=2)
+        write_merges(tokenizer.merges, os.path.join(run_dir, "bpe.txt.gz"))
+    run_dir = dist.from_main(run_dir)
     run = _Run(cfg, model, tokenizer, optimizer, schedule, loader, run_dir, step)
     return run.fit(evals, on_step)
 
@@ -277,11 +286,19 @@ class _Run:
         self.ckpt_path = os.path.join(run_dir, "checkpoints", "latest.npz")
 
     def save(self):
+        if not dist.is_main():
+            return
+        # epoch and epoch_samples let --resume continue at the same sample offset with another process count
+        steps_per_epoch, global_batch = len(self.loader), self.loader.batch_size * dist.world_size()
         return save_checkpoint(self.ckpt_path, self.model.state_dict(), tokenizer=self.tokenizer,
                                optimizer=self.optimizer.state_dict(), step=self.step, config=asdict(self.cfg),
-                               run_dir=self.run_dir, rng=backend.get_rng().bit_generator.state)
+                               run_dir=self.run_dir, rng=backend.get_rng().bit_generator.state,
+                               epoch=self.step // steps_per_epoch,
+                               epoch_samples=self.step % steps_per_epoch * global_batch)
 
     def log(self, record):
+        if not dist.is_main():
+            return
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -294,7 +311,7 @@ class _Run:
             for epoch in range(self.step // steps_per_epoch, cfg.epochs):
                 loss = self.train_epoch(epoch, on_step)
                 self.save()
-                if evals and not cfg.overfit_batch:
+                if evals and not cfg.overfit_batch and dist.is_main():  # distributed: rank 0 evaluates
                     results = evaluate_during_training(self.model, self.tokenizer, evals, cfg, details)
                     self.model.train()
                     self.log({"step": self.step, "epoch": epoch + 1, **results})
@@ -305,6 +322,10 @@ class _Run:
             self.save()
             raise KeyboardInterrupt(f"interrupted at step {self.step}; checkpoint saved to {self.ckpt_path}; "
                                     f"continue with --resume {self.ckpt_path}")
+        if not dist.is_main():
+            results.update(step=self.step, run_dir=self.run_dir, checkpoint=self.ckpt_path, final_loss=loss, plots=[],
+                           wall_time_s=time.time() - t_start)
+            return results
         results["plots"] = [plot_curves(self.metrics_path, os.path.join(self.run_dir, "curves.png"))]
         if "shape" in details:  # zero-shot evaluation ran (Shapes, not --overfit-batch)
             results["plots"] += shapes_plots(self.model, self.tokenizer, evals["val"], self.run_dir,
@@ -319,7 +340,7 @@ class _Run:
         total_steps = steps_per_epoch * cfg.epochs
         start_batch = self.step - epoch * steps_per_epoch
         bar = tqdm(self.loader.iter_epoch(epoch, start_batch), total=steps_per_epoch, initial=start_batch,
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
+                   desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and dist.is_main()), leave=False)
         t_epoch, seen, loss, skipped = time.time(), 0, None, self.loader.skipped
         for images, tokens in bar:
             lr = self.schedule.step(self.step)
@@ -328,7 +349,7 @@ class _Run:
                 raise TrainingDiverged(f"loss became {loss} at step {self.step + 1}; stopped without saving, "
                                        f"the last good checkpoint is {self.ckpt_path}")
             self.step += 1
-            seen += len(images)
+            seen += len(images) * dist.world_size()
             scale = math.exp(float(model.logit_scale.data))
             if self.step % cfg.log_every == 0 or self.step == total_steps:
                 ips = seen / max(time.time() - t_epoch, 1e-9)  # this epoch's average
