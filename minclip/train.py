@@ -252,7 +252,8 @@ def train(cfg=None, on_step=None):
         train_set = data.InMemory(train_set, max_bytes=int(cfg.cache_gb * 2 ** 30))
     batch_size = min(cfg.batch_size, len(train_set) // dist.world_size())
     loader = data.DataLoader(train_set, batch_size=batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
-                             num_workers=cfg.workers, tokenize_fn=lambda texts: tokenizer(texts, tokenizer.trained_length))
+                             num_workers=cfg.workers,
+                             tokenize_fn=lambda texts: tokenizer(texts, tokenizer.trained_length))
     loader = dist.shard(loader)  # distributed: rank r's block of each global batch of K x batch_size
     optimizer = AdamW(param_groups_for_clip(model, cfg.wd), lr=cfg.lr)
     schedule = CosineSchedule(optimizer, cfg.lr, cfg.warmup, len(loader) * cfg.epochs)
