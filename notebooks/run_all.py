@@ -29,8 +29,8 @@ def numbered_notebooks(prefixes=()):
 def run(path, quick=False, timeout=600):
     """Execute one notebook in place; returns its wall time in seconds."""
     os.environ["MINCLIP_QUICK"] = "1" if quick else "0"
-    root = str(HERE.parent)
-    os.environ["PYTHONPATH"] = os.pathsep.join([root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    others = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE.parent)] + others)
     nb = nbformat.read(path, as_version=4)
     t = time.time()
     NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
