@@ -50,3 +50,22 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     for i, cell in enumerate(nb.cells):
         for o in cell.get("outputs", []) if cell.cell_type == "code" else []:
             assert o.output_type != "error", f"{path.name}, cell {i}: {o.ename}: {o.evalue}"
+
+
+def _run_all():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("run_all", ROOT / "notebooks" / "run_all.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_run_all_finds_the_numbered_notebooks_only():
+    run_all = _run_all()
+    assert run_all.numbered_notebooks() == NOTEBOOKS
+    assert [p.name[:2] for p in run_all.numbered_notebooks(["03", "10"])] == ["03", "10"]
+
+
+def test_run_all_names_an_unknown_prefix():
+    with pytest.raises(SystemExit, match="no notebook in .* starts with"):
+        _run_all().main(["99"])
