@@ -1,24 +1,25 @@
 """Benchmark one training step: `python tests/benchmarks/bench_step.py`.
 
-For tiny-vit and tiny-rn at batch 64 it times forward + backward + AdamW step,
-and reports ms/step, images/s, the FLOPs of a step (counted from the matmuls and
-convolutions the step actually runs) and the model-FLOPs utilisation (MFU)
-against this machine's measured NumPy matmul peak. When torch is importable the
-same model, with the same weights, runs in PyTorch in the same process and the
-ratio minclip / torch is printed (the target on CPU is <= 1.5x).
+For tiny-vit and tiny-rn (batch 64 unless `--batch-size 32,64` says otherwise) it times
+forward + backward + AdamW step, and reports ms/step, images/s, the FLOPs of a step (counted
+from the matmuls and convolutions the step actually runs) and the model-FLOPs utilisation (MFU)
+against this machine's measured NumPy matmul peak. When torch is importable the same model,
+with the same weights and batch, runs in PyTorch in the same process and the ratio
+minclip / torch is printed (targets on CPU: tiny-rn <= 1.5x, tiny-vit <= 1.25x).
+`--breakdown` adds a table of where minclip's step goes: forward and backward time per Function.
 """
 import argparse
 import statistics
-import time
-
 import sys
+import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from minclip import backend
 from minclip import functional as F
-from minclip.autograd import MatMul
+from minclip.autograd import Function, MatMul
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the PyTorch reference model
 
@@ -75,6 +76,66 @@ class FlopCounter:
             cls.forward = orig
 
 
+def _subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+class OpTimer:
+    """Wall time of forward and of backward per Function class, for the steps run inside `with`.
+
+    Each class's own forward/backward is wrapped (a subclass that reuses its parent's, like Mean,
+    is timed under its own name). What no Function runs (autograd bookkeeping, the optimizer)
+    is the step time minus the total."""
+    def __enter__(self):
+        self.seconds = defaultdict(float)      # (class name, "forward" | "backward") -> seconds
+        self.calls = defaultdict(int)
+        self._orig = []
+        for cls in set(_subclasses(Function)):
+            for method in ("forward", "backward"):
+                if method in vars(cls):
+                    self._wrap(cls, method)
+        return self
+
+    def _wrap(self, cls, method):
+        orig = vars(cls)[method]
+        self._orig.append((cls, method, orig))
+        key, timer = (cls.__name__, method), self
+
+        def timed(fn, *args):
+            if type(fn) is not cls:         # a subclass calling super(): counted under the subclass
+                return orig(fn, *args)
+            _sync()
+            t = time.perf_counter()
+            out = orig(fn, *args)
+            _sync()
+            timer.seconds[key] += time.perf_counter() - t
+            timer.calls[key] += 1
+            return out
+        setattr(cls, method, timed)
+
+    def __exit__(self, *exc):
+        for cls, method, orig in self._orig:
+            setattr(cls, method, orig)
+
+    def table(self, step_seconds, steps, top=14):
+        """Lines of a per-op table: ms per step in forward and backward, and the share of a step
+        (`step_seconds`: the mean wall time of the timed steps themselves)."""
+        names = {name for name, _ in self.seconds}
+        per_op = {n: (self.seconds[n, "forward"] / steps, self.seconds[n, "backward"] / steps) for n in names}
+        order = sorted(per_op, key=lambda n: -sum(per_op[n]))
+        lines = [f"{'op':>26s} | {'fwd ms':>7s} | {'bwd ms':>7s} | {'share':>6s}"]
+        for n in order[:top]:
+            f, b = per_op[n]
+            lines.append(f"{n:>26s} | {1e3 * f:7.1f} | {1e3 * b:7.1f} | {(f + b) / step_seconds:6.1%}")
+        rest = sum(sum(per_op[n]) for n in order[top:])
+        other = step_seconds - sum(sum(v) for v in per_op.values())
+        lines.append(f"{'other ops':>26s} | {'':>7s} | {'':>7s} | {rest / step_seconds:6.1%}")
+        lines.append(f"{'outside ops (autograd, AdamW)':>26s} | {'':>7s} | {'':>7s} | {other / step_seconds:6.1%}")
+        return lines
+
+
 def _batch(model, batch_size, text_len, seed=0):
     rng = np.random.default_rng(seed)
     n_px = model.visual.input_resolution
@@ -84,7 +145,8 @@ def _batch(model, batch_size, text_len, seed=0):
     return images, tokens
 
 
-def bench_minclip(name, batch_size=64, text_len=16, steps=10, warmup=2):
+def bench_minclip(name, batch_size=64, text_len=16, steps=10, warmup=2, breakdown=0):
+    """Median seconds per step, the model, FLOPs per step, and an OpTimer over `breakdown` more steps."""
     from minclip.model import create_model
     from minclip.optim import AdamW, param_groups_for_clip
     from minclip.train import train_step
@@ -103,13 +165,19 @@ def bench_minclip(name, batch_size=64, text_len=16, steps=10, warmup=2):
         _sync()
         if i >= warmup:
             times.append(time.perf_counter() - t)
-    return model, statistics.median(times), 3 * fc.flops
+    timer = None
+    if breakdown:  # separate steps: the timer's synchronisation and bookkeeping stay out of the figures above
+        with OpTimer() as timer:
+            t = time.perf_counter()
+            for _ in range(breakdown):
+                train_step(model, opt, images, tokens)
+            timer.step_seconds = (time.perf_counter() - t) / breakdown
+    return model, statistics.median(times), 3 * fc.flops, timer
 
 
 def bench_torch(model, batch_size=64, text_len=16, steps=10, warmup=2):
     """The same model and weights in PyTorch (float32, CPU); median seconds per step."""
     import torch
-
     from torch_reference import clip_from_minclip
     tmodel = clip_from_minclip(model, context_length=text_len).train()
     opt = torch.optim.AdamW(tmodel.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
@@ -134,11 +202,13 @@ def bench_torch(model, batch_size=64, text_len=16, steps=10, warmup=2):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="tiny-vit,tiny-rn")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", default="64", help="one size or several, comma-separated: 32,64,128")
     p.add_argument("--text-len", type=int, default=16, help="caption tokens (the training default)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    p.add_argument("--breakdown", type=int, default=3, metavar="STEPS",
+                   help="time each Function's forward/backward over this many extra steps (0: no table)")
     args = p.parse_args(argv)
     backend.use(args.backend)
     peak = matmul_peak()
@@ -152,17 +222,23 @@ def main(argv=None):
         print("torch not installed: no side-by-side comparison")
     rows = []
     for name in args.models.split(","):
-        model, sec, flops = bench_minclip(name, args.batch_size, args.text_len, args.steps)
-        row = {"model": name, "ms/step": 1e3 * sec, "img/s": args.batch_size / sec,
-               "GFLOP/step": flops / 1e9, "MFU": flops / sec / 1e9 / peak}
-        if torch_ok:
-            tsec = bench_torch(model, args.batch_size, args.text_len, args.steps)
-            row.update({"torch ms/step": 1e3 * tsec, "ratio": sec / tsec})
-        rows.append(row)
+        for bs in [int(b) for b in args.batch_size.split(",")]:
+            model, sec, flops, timer = bench_minclip(name, bs, args.text_len, args.steps, breakdown=args.breakdown)
+            row = {"model": name, "batch": bs, "ms/step": 1e3 * sec, "img/s": bs / sec,
+                   "GFLOP/step": flops / 1e9, "MFU": flops / sec / 1e9 / peak}
+            if torch_ok:
+                tsec = bench_torch(model, bs, args.text_len, args.steps)
+                row.update({"torch ms/step": 1e3 * tsec, "ratio": sec / tsec})
+            rows.append(row)
+            if timer is not None:
+                print(f"\n{name}, batch {bs}: where a minclip step goes (mean of {args.breakdown} more steps, "
+                      f"{1e3 * timer.step_seconds:.0f} ms each)")
+                print("\n".join(timer.table(timer.step_seconds, args.breakdown)))
+    print()
     cols = list(rows[0])
     print(" | ".join(f"{c:>13s}" for c in cols))
     for r in rows:
-        print(" | ".join(f"{r[c]:>13.3g}" if isinstance(r[c], float) else f"{r[c]:>13s}" for c in cols))
+        print(" | ".join(f"{r[c]:>13.3g}" if isinstance(r[c], float) else f"{r[c]!s:>13s}" for c in cols))
     return rows
 
 
