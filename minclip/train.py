@@ -57,7 +57,7 @@ class TrainConfig:
     epochs: int = _opt(0, "passes over the training set; 0: enough to see about 100,000 pairs (6 for Shapes' "
                           "16,384), so a small dataset gets as many steps as a large one")
     batch_size: int = _opt(128, "pairs per step; the loss contrasts each pair with the other B-1")
-    lr: float = _opt(2e-3, "peak learning rate (small models take larger steps than the paper's 5e-4)")
+    lr: float = _opt(1e-3, "peak learning rate (small models take larger steps than the paper's 5e-4)")
     wd: float = _opt(0.1, "AdamW decoupled weight decay (not on gains, biases, embeddings, logit_scale)")
     warmup: int = _opt(50, "linear warm-up steps before the cosine decay")
     grad_clip: float = _opt(1.0, "global gradient-norm clip; 0 disables")
