@@ -28,7 +28,7 @@ def test_readme_cli_flags_exist():
     checked, known = 0, None
     for line in block.splitlines():
         code = line.split("#", 1)[0]
-        m = re.match(r"minclip (\S+)(?: (zeroshot|retrieval|linear-probe))?", code)
+        m = re.match(r"minclip (\S+)(?: (zeroshot|retrieval|linear-probe|build))?", code)
         if m:  # a new command; indented lines continue the previous one
             parser = sub[m.group(1)]
             if m.group(2):
