@@ -136,7 +136,7 @@ def text_tokenize_fn(model, tokenizer=None, texts=()):
     return lambda batch: tokenizer(batch, context_length=model.context_length, truncate=True)
 
 
-def zero_shot_classifier(model, classnames, templates, tokenizer=None, tokenize_fn=None, batch_size=256):
+def zero_shot_classifier(model, classnames, templates, tokenize_fn=None, batch_size=256, tokenizer=None):
     """Class embeddings from prompts, with prompt ensembling (Section 3.1.4).
 
     For each class c: w_c = normalise(mean_t normalise(encode_text(template_t.format(c)))).
