@@ -4,8 +4,8 @@ For tiny-vit and tiny-rn (batch 64 unless `--batch-size 32,64` says otherwise) i
 forward + backward + AdamW step, and reports ms/step, images/s, the FLOPs of a step (counted
 from the matmuls and convolutions the step actually runs) and the model-FLOPs utilisation (MFU)
 against this machine's measured NumPy matmul peak. When torch is importable the same model,
-with the same weights and batch, runs in PyTorch in the same process and the ratio
-minclip / torch is printed (targets on CPU: tiny-rn <= 1.5x, tiny-vit <= 1.25x).
+with the same weights and batch, runs in PyTorch in the same process, in blocks of steps
+alternating with minclip's, and the ratio minclip / torch is printed (targets on CPU: tiny-rn <= 1.5x, tiny-vit <= 1.25x).
 `--breakdown` adds a table of where minclip's step goes: forward and backward time per Function.
 """
 import argparse
@@ -145,8 +145,8 @@ def _batch(model, batch_size, text_len, seed=0):
     return images, tokens
 
 
-def bench_minclip(name, batch_size=64, text_len=16, steps=10, warmup=2, breakdown=0):
-    """Median seconds per step, the model, FLOPs per step, and an OpTimer over `breakdown` more steps."""
+def minclip_step(name, batch_size=64, text_len=16):
+    """(model, step function, FLOPs of one step): forward + backward + AdamW on a fixed batch."""
     from minclip.model import create_model
     from minclip.optim import AdamW, param_groups_for_clip
     from minclip.train import train_step
@@ -155,28 +155,17 @@ def bench_minclip(name, batch_size=64, text_len=16, steps=10, warmup=2, breakdow
     opt = AdamW(param_groups_for_clip(model, 0.1), lr=1e-4)
     images, tokens = _batch(model, batch_size, text_len)
     images = backend.asarray(images)
+
+    def step():
+        train_step(model, opt, images, tokens)
+        _sync()
     with FlopCounter() as fc:
-        train_step(model, opt, images, tokens)
-    times = []
-    for i in range(warmup + steps):
-        _sync()
-        t = time.perf_counter()
-        train_step(model, opt, images, tokens)
-        _sync()
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    timer = None
-    if breakdown:  # separate steps: the timer's synchronisation and bookkeeping stay out of the figures above
-        with OpTimer() as timer:
-            t = time.perf_counter()
-            for _ in range(breakdown):
-                train_step(model, opt, images, tokens)
-            timer.step_seconds = (time.perf_counter() - t) / breakdown
-    return model, statistics.median(times), 3 * fc.flops, timer
+        step()
+    return model, step, 3 * fc.flops
 
 
-def bench_torch(model, batch_size=64, text_len=16, steps=10, warmup=2):
-    """The same model and weights in PyTorch (float32, CPU); median seconds per step."""
+def torch_step(model, batch_size=64, text_len=16):
+    """The same model, weights and batch in PyTorch (float32, CPU): its step function."""
     import torch
     from torch_reference import clip_from_minclip
     tmodel = clip_from_minclip(model, context_length=text_len).train()
@@ -184,9 +173,8 @@ def bench_torch(model, batch_size=64, text_len=16, steps=10, warmup=2):
     images, tokens = _batch(model, batch_size, text_len)
     images, tokens = torch.from_numpy(images), torch.from_numpy(tokens)
     labels = torch.arange(batch_size)
-    times = []
-    for i in range(warmup + steps):
-        t = time.perf_counter()
+
+    def step():
         logits_per_image, logits_per_text = tmodel(images, tokens)
         loss = (torch.nn.functional.cross_entropy(logits_per_image, labels)
                 + torch.nn.functional.cross_entropy(logits_per_text, labels)) / 2
@@ -194,9 +182,41 @@ def bench_torch(model, batch_size=64, text_len=16, steps=10, warmup=2):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(tmodel.parameters(), 1.0)
         opt.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return step
+
+
+def time_interleaved(steps_by_name, steps=10, warmup=2, block=5, pause=0.5):
+    """Seconds per step (median) of each step function, run in alternating blocks of `block` steps.
+
+    This machine's speed drifts within minutes, so the frameworks take turns (a block of minclip,
+    a block of torch, again ...) and live through the same drift. A `pause` before each block lets
+    the other framework's idle threads stop spinning (OpenBLAS and OpenMP workers busy-wait for a
+    while after their last call and would take a core from the next step)."""
+    times = {name: [] for name in steps_by_name}
+    for name, step in steps_by_name.items():
+        for _ in range(warmup):
+            step()
+    done = 0
+    while done < steps:
+        n = min(block, steps - done)
+        for name, step in steps_by_name.items():
+            time.sleep(pause)
+            for _ in range(n):
+                t = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - t)
+        done += n
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def op_breakdown(step, steps):
+    """An OpTimer over `steps` extra steps (its synchronisation stays out of the step times)."""
+    with OpTimer() as timer:
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        timer.step_seconds = (time.perf_counter() - t) / steps
+    return timer
 
 
 def main(argv=None):
@@ -223,14 +243,18 @@ def main(argv=None):
     rows = []
     for name in args.models.split(","):
         for bs in [int(b) for b in args.batch_size.split(",")]:
-            model, sec, flops, timer = bench_minclip(name, bs, args.text_len, args.steps, breakdown=args.breakdown)
-            row = {"model": name, "batch": bs, "ms/step": 1e3 * sec, "img/s": bs / sec,
-                   "GFLOP/step": flops / 1e9, "MFU": flops / sec / 1e9 / peak}
+            model, step, flops = minclip_step(name, bs, args.text_len)
+            steps_by_name = {"minclip": step}
             if torch_ok:
-                tsec = bench_torch(model, bs, args.text_len, args.steps)
-                row.update({"torch ms/step": 1e3 * tsec, "ratio": sec / tsec})
+                steps_by_name["torch"] = torch_step(model, bs, args.text_len)
+            sec = time_interleaved(steps_by_name, args.steps)
+            row = {"model": name, "batch": bs, "ms/step": 1e3 * sec["minclip"], "img/s": bs / sec["minclip"],
+                   "GFLOP/step": flops / 1e9, "MFU": flops / sec["minclip"] / 1e9 / peak}
+            if torch_ok:
+                row.update({"torch ms/step": 1e3 * sec["torch"], "ratio": sec["minclip"] / sec["torch"]})
             rows.append(row)
-            if timer is not None:
+            if args.breakdown:
+                timer = op_breakdown(step, args.breakdown)
                 print(f"\n{name}, batch {bs}: where a minclip step goes (mean of {args.breakdown} more steps, "
                       f"{1e3 * timer.step_seconds:.0f} ms each)")
                 print("\n".join(timer.table(timer.step_seconds, args.breakdown)))
