@@ -126,10 +126,13 @@ def conv2d_simple(x, weight, bias=None, stride=1, padding=0):
     return y.reshape(N, Ho, Wo, O).transpose(0, 3, 1, 2)         # (N, O, Ho, Wo)
 
 
-# The fast convolution below is the same matrix product, turned around: W (O, C*kh*kw) @ cols (C*kh*kw, N*Ho*Wo).
-# Rows ordered (C, kh, kw) and columns (N, Ho, Wo) make copying the window view into cols move whole
-# image rows (runs of Wo numbers), and so does its adjoint, _col2im; the textbook order above gathers
-# pieces of kw numbers.
+# The fast convolution below is the same matrix product, in one of two memory orders, whichever
+# makes copying the window view into cols move the longer runs of adjacent numbers:
+# - channels first, W (O, C*kh*kw) @ cols (C*kh*kw, N*Ho*Wo): rows (C, kh, kw), columns (N, Ho, Wo);
+#   the copy moves whole image rows (runs of Wo numbers), and so does its adjoint, _col2im.
+# - channels last, cols (N*Ho*Wo, kh*kw*C) @ W^T: the copy moves runs of C channels, the better
+#   choice deep in a ResNet, where images are 8x8 or 4x4 and channels number in the hundreds.
+# The textbook order above gathers pieces of kw numbers.
 def _windows(x, kh, kw, stride):
     """Strided view (C, kh, kw, N, Ho, Wo) of every kernel window of x (N, C, H, W); no copy.
     view[c, i, j, n, y, x] = x[n, c, stride * y + i, stride * x + j]."""
@@ -139,6 +142,19 @@ def _windows(x, kh, kw, stride):
     sN, sC, sH, sW = x.strides
     return xp.lib.stride_tricks.as_strided(
         x, (C, kh, kw, N, Ho, Wo), (sC, sH, sW, sN, sH * stride, sW * stride))
+
+
+def _windows_channels_last(x, kh, kw, stride, p):
+    """Strided view (N, Ho, Wo, kh, kw, C) of every kernel window of x (N, C, H, W), zero-padded by p,
+    over one channels-last copy of x (the transpose and the padding in a single copy)."""
+    xp = _xp(x)
+    N, C, H, W = x.shape
+    xl = xp.zeros((N, H + 2 * p, W + 2 * p, C), x.dtype)
+    xl[:, p:p + H, p:p + W] = x.transpose(0, 2, 3, 1)
+    Ho, Wo = (H + 2 * p - kh) // stride + 1, (W + 2 * p - kw) // stride + 1
+    sN, sH, sW, sC = xl.strides
+    return xp.lib.stride_tricks.as_strided(
+        xl, (N, Ho, Wo, kh, kw, C), (sN, sH * stride, sW * stride, sH, sW, sC))
 
 
 def _pad(x, p):
@@ -165,11 +181,23 @@ def _col2im(gcols, x_shape, stride, pad):
     return xp.ascontiguousarray(gx[:, :, pad:pad + H, pad:pad + W].transpose(1, 0, 2, 3))
 
 
+def _channels_last(x):
+    """Whether _im2col_conv gathers x (N, C, H, W) channels last: when channels outnumber an image row."""
+    return x.shape[1] > x.shape[3]
+
+
 def _im2col_conv(x, W, stride, padding):
-    """x (N, C, H, W) and W (O, C, kh, kw) -> (y (N, O, Ho, Wo), cols (C*kh*kw, N*Ho*Wo))."""
+    """x (N, C, H, W) and W (O, C, kh, kw) -> (y (N, O, Ho, Wo), cols): cols (C*kh*kw, N*Ho*Wo), or
+    (N*Ho*Wo, kh*kw*C) when _channels_last(x)."""
     xp = _xp(x)
     O, C, kh, kw = W.shape
     N = x.shape[0]
+    if _channels_last(x):
+        windows = _windows_channels_last(x, kh, kw, stride, padding)          # (N, Ho, Wo, kh, kw, C), a view
+        Ho, Wo = windows.shape[1:3]
+        cols = xp.ascontiguousarray(windows).reshape(N * Ho * Wo, kh * kw * C)
+        y = (cols @ W.transpose(0, 2, 3, 1).reshape(O, kh * kw * C).T).reshape(N, Ho, Wo, O)
+        return xp.ascontiguousarray(y.transpose(0, 3, 1, 2)), cols
     windows = _windows(_pad(x, padding), kh, kw, stride)                  # (C, kh, kw, N, Ho, Wo), a view
     Ho, Wo = windows.shape[4:]
     cols = xp.ascontiguousarray(windows).reshape(C * kh * kw, N * Ho * Wo)  # the one copy
@@ -180,8 +208,8 @@ def _im2col_conv(x, W, stride, padding):
 class Conv2d(Function):
     """conv2d_simple as one Function, with its own backward.
 
-    The column matrix is copied once in forward, in the row-run order above, and kept for the weight
-    gradient; the input gradient is col2im (one strided add per kernel offset, not one slice gradient
+    The column matrix is copied once in forward, in whichever order above moves longer runs, and kept
+    for the weight gradient; the input gradient is col2im (one strided add per kernel offset, not one slice gradient
     each), or for stride 1 a convolution of g with the flipped kernel. A 1x1 convolution
     with stride 1 and no padding (most convolutions of a Bottleneck) needs no copy at all: x seen as
     (N, C, H*W) already is its column matrix, one per image, and a batched matmul does the rest.
@@ -205,7 +233,8 @@ class Conv2d(Function):
             self.cols = x.reshape(N, C, H * Wd)                                # (N, C, H*W), a view
             y = (W.reshape(O, C) @ self.cols).reshape(N, O, H, Wd)            # batched over the N images
         else:
-            y, self.cols = _im2col_conv(x, W, s, p)                           # cols (C*kh*kw, N*Ho*Wo)
+            self.channels_last = _channels_last(x)
+            y, self.cols = _im2col_conv(x, W, s, p)
         if b is not None:
             y += b[:, None, None]
         return y
@@ -226,7 +255,10 @@ class Conv2d(Function):
                 gx = (W2.T @ g3).reshape(self.x_shape)                        # (N, C, H, W)
         else:
             g2 = g.transpose(1, 0, 2, 3).reshape(O, N * Ho * Wo)              # (O, N*Ho*Wo), a copy
-            gW = g2 @ self.cols.T                                             # (O, C*kh*kw)
+            if self.channels_last:                                            # cols (N*Ho*Wo, kh*kw*C)
+                gW = (g2 @ self.cols).reshape(O, kh, kw, C).transpose(0, 3, 1, 2)
+            else:                                                             # cols (C*kh*kw, N*Ho*Wo)
+                gW = g2 @ self.cols.T
             if needs_gx and s == 1 and kh == kw and p < kh and O <= C:
                 # With stride 1 the input gradient is itself a convolution: of g, padded by k-1-p, with the
                 # kernel flipped and its in/out channels swapped. When g has no more channels than x its

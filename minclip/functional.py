@@ -198,7 +198,8 @@ class LayerNorm(Function):
         xp = _xp(x)
         self.x_dtype = x.dtype
         x = x.astype(xp.promote_types(x.dtype, np.float32), copy=False)
-        xhat = x - x.mean(-1, keepdims=True)                          # centred, becomes xhat in place
+        mean = x @ xp.full(x.shape[-1], 1 / x.shape[-1], x.dtype)     # row means as a matrix-vector product
+        xhat = x - mean[..., None]                                    # centred, becomes xhat in place
         var = xp.einsum("...d,...d->...", xhat, xhat)[..., None] / x.shape[-1]  # no product array
         self.rstd = 1 / xp.sqrt(var + self.eps)
         xhat *= self.rstd

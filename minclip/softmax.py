@@ -136,8 +136,8 @@ def scaled_dot_product_attention_simple(q, k, v, mask=None):
 
 class ScaledDotProductAttention(Function):
     """scaled_dot_product_attention_simple as one Function. Forward folds the scale into q, adds the
-    mask and runs the softmax in place on the score array (one (Lq, Lk) array instead of five);
-    backward reuses the attention weights, as Softmax's backward does."""
+    mask and runs the softmax in place on the score array (one (Lq, Lk) array instead of five), its row
+    sums as matrix-vector products; backward reuses the attention weights, as Softmax's backward does."""
     def __init__(self, mask=None):
         self.mask = backend.unwrap(mask)
 
@@ -155,7 +155,7 @@ class ScaledDotProductAttention(Function):
                 s = s + self.mask
         s -= s.max(-1, keepdims=True)
         xp.exp(s, out=s)
-        s /= s.sum(-1, keepdims=True)
+        s /= (s @ xp.ones(s.shape[-1], s.dtype))[..., None]       # row sums by BLAS, not a reduction
         self.attn, self.q, self.k, self.v = s, q, k, v
         return s @ v                                               # (..., Lq, dv)
 
@@ -163,7 +163,7 @@ class ScaledDotProductAttention(Function):
         attn, q, k, v = self.attn, self.q, self.k, self.v
         gv = sum_to(attn.swapaxes(-1, -2) @ g, v.shape)
         gs = g @ v.swapaxes(-1, -2)                                # d/d attn, then in place d/d scores
-        gs -= (gs * attn).sum(-1, keepdims=True)
+        gs -= _xp(g).einsum("...k,...k->...", gs, attn)[..., None]  # row sums of gs * attn, no product array
         gs *= attn
         gs *= self.scale
         return sum_to(gs @ k, q.shape), sum_to(gs.swapaxes(-1, -2) @ q, k.shape), gv

@@ -8,7 +8,7 @@ import pytest
 from minclip import backend
 from minclip import functional as F
 from minclip.autograd import Tensor
-from minclip.conv import _col2im, _im2col_conv
+from minclip.conv import _channels_last, _col2im, _im2col_conv
 from minclip.gradcheck import gradcheck
 
 
@@ -34,6 +34,9 @@ CONV_CASES = {
     "3x3 s2 p1 (col2im)": (3, 3, (3, 3), 2, 1, 7, 6),
     "2x3 kernel s1 p1 (col2im)": (3, 2, (2, 3), 1, 1, 4, 5),
     "patchify 2x2 s2": (3, 4, (2, 2), 2, 0, 4, 6),
+    "3x3 s1 p1, C_in > W (channels last, full conv)": (6, 4, (3, 3), 1, 1, 3, 4),
+    "3x3 s1 p1, C_in > W, C_out > C_in (channels last, col2im)": (5, 7, (3, 3), 1, 1, 4, 3),
+    "3x3 s2 p1, C_in > W (channels last, col2im)": (6, 3, (3, 3), 2, 1, 5, 4),
 }
 
 
@@ -60,6 +63,17 @@ def test_pointwise_equals_im2col():
     x, w = rand(3, 5, 4, 6).data, rand(7, 5, 1, 1, seed=1).data
     y_im2col, _ = _im2col_conv(x, w, 1, 0)
     np.testing.assert_allclose(F.conv2d(x, w).data, y_im2col, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("C,W", [(3, 6), (8, 4)])
+def test_im2col_layouts_equal_conv2d_simple(C, W):
+    """Both column orders (channels first for C <= W, channels last for C > W) give the plain convolution."""
+    x, w = rand(2, C, 5, W).data, rand(4, C, 3, 3, seed=1).data
+    assert _channels_last(x) == (C > W)
+    for s, p in [(1, 1), (2, 1), (1, 0)]:
+        y, _ = _im2col_conv(x, w, s, p)
+        np.testing.assert_allclose(y, F.conv2d_simple(Tensor(x), Tensor(w), stride=s, padding=p).data,
+                                   rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("p", [0, 1, 2])
