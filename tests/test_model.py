@@ -333,12 +333,12 @@ class TestConfigs:
 
     def test_tiny_configs(self):
         assert load_config("tiny-vit") == dict(
-            embed_dim=64, image_resolution=64, vision_layers=4, vision_width=128, vision_patch_size=8,
+            embed_dim=64, image_resolution=64, vision_layers=4, vision_width=128, vision_patch_size=16,
             context_length=77, vocab_size=1024, transformer_width=128, transformer_heads=2, transformer_layers=3)
         assert load_config("tiny-rn") == dict(
             embed_dim=64, image_resolution=64, vision_layers=[1, 1, 1, 1], vision_width=16, vision_patch_size=None,
             context_length=77, vocab_size=1024, transformer_width=128, transformer_heads=2, transformer_layers=3)
-        assert create_model("tiny-vit").num_parameters() == 1_579_009
+        assert create_model("tiny-vit").num_parameters() == 1_646_593
         assert create_model("tiny-rn").num_parameters() == 2_073_561
 
     def test_config_keys_are_the_constructor_arguments(self):
