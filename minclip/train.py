@@ -230,6 +230,7 @@ def train(cfg=None, on_step=None):
     backend.use(cfg.backend)
     backend.manual_seed(cfg.seed)
     dist.set_blas_threads(cfg.blas_threads)
+    backend.keep_freed_memory()
     model = create_model(cfg.model)
     train_set, evals = build_data(cfg, model.visual.input_resolution)
 

@@ -150,6 +150,7 @@ def minclip_step(name, batch_size=64, text_len=16):
     from minclip.model import create_model
     from minclip.optim import AdamW, param_groups_for_clip
     from minclip.train import train_step
+    backend.keep_freed_memory()  # as minclip.train.train does
     backend.manual_seed(0)
     model = create_model(name).train()
     opt = AdamW(param_groups_for_clip(model, 0.1), lr=1e-4)
