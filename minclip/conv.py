@@ -209,8 +209,8 @@ class Conv2d(Function):
     """conv2d_simple as one Function, with its own backward.
 
     The column matrix is copied once in forward, in whichever order above moves longer runs, and kept
-    for the weight gradient; the input gradient is col2im (one strided add per kernel offset, not one slice gradient
-    each), or for stride 1 a convolution of g with the flipped kernel. A 1x1 convolution
+    for the weight gradient; the input gradient is col2im (one strided add per kernel offset, not one
+    slice gradient each), or for stride 1 a convolution of g with the flipped kernel. A 1x1 convolution
     with stride 1 and no padding (most convolutions of a Bottleneck) needs no copy at all: x seen as
     (N, C, H*W) already is its column matrix, one per image, and a batched matmul does the rest.
     Patchify (ViT's conv1, kernel == stride) takes the general path: its windows do not overlap, so
