@@ -8,6 +8,7 @@ Calling a Function on tensors records it as the output's `creator`;
 
 Gradients are first-order only: `.grad` is a raw array, not a Tensor.
 """
+import math
 import weakref
 from contextlib import contextmanager
 
@@ -52,7 +53,7 @@ def sum_to(g, shape):
     if g.shape[lead:] == tuple(shape) and g.dtype.kind == "f" and g.dtype.itemsize >= 4 and g.flags.c_contiguous:
         # only leading axes to sum (a bias over (N, L, D)): one matrix-vector product with ones runs in
         # the BLAS, a few times faster than NumPy's reduction over the first axis
-        g2 = g.reshape(-1, g[(0,) * lead].size)
+        g2 = g.reshape(-1, math.prod(shape))
         return (backend.get_array_module(g).ones(g2.shape[0], g.dtype) @ g2).reshape(shape)
     axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1)
     g = g.sum(axis=axes, keepdims=True)
