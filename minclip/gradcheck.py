@@ -112,3 +112,21 @@ def _compare(analytic, numeric, atol, rtol, what):
             f"gradcheck failed for {what} at index {tuple(int(j) for j in i)}: analytic {analytic[i]:.8g}, "
             f"numeric {numeric[i]:.8g}, |diff| {abs(analytic[i] - numeric[i]):.3g} > "
             f"atol {atol:g} + rtol {rtol:g} * |numeric|")
+
+
+# ----------------------------------------------------------------------------- for graded exercises
+def check_grad(what, fn, inputs):
+    """gradcheck with a message for people: which function, and the worst element (an AssertionError,
+    as nbgrader's test cells expect)."""
+    try:
+        gradcheck(fn, inputs)
+    except GradcheckError as e:
+        raise AssertionError(f"{what}: the backward disagrees with central differences: {e}") from None
+
+
+def check_close(what, got, want, tol=1e-10):
+    """Assert that `got` has `want`'s shape and values (max abs difference <= tol), naming `what`."""
+    got, want = backend.to_numpy(backend.unwrap(got)), backend.to_numpy(backend.unwrap(want))
+    assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
+    err = float(np.abs(got - want).max()) if got.size else 0.0
+    assert err <= tol, f"{what}: values differ from minclip's by up to {err:.3g} (tolerance {tol})"

@@ -146,3 +146,27 @@ def test_a_stale_gradient_on_an_input_is_cleared_first():
     x = tensor((3,))
     (x * 100).sum().backward()  # were it kept, the analytic gradient would be off by 100
     assert gradcheck(lambda x: x * x, [x])
+
+
+def test_grading_helpers_name_what_is_wrong():
+    """check_grad and check_close, the assertions of the course's test cells, fail with plain messages."""
+    from minclip.autograd import Function
+    from minclip.gradcheck import check_close, check_grad
+
+    class WrongSquare(Function):
+        def forward(self, x):
+            self.x = x
+            return x * x
+
+        def backward(self, g):
+            return g * self.x  # the factor 2 is missing
+
+    x = Tensor(np.random.default_rng(0).standard_normal((3, 2)), requires_grad=True)
+    check_grad("square", lambda t: t * t, [x])
+    with pytest.raises(AssertionError, match="WrongSquare: the backward disagrees with central differences"):
+        check_grad("WrongSquare", lambda t: WrongSquare()(t), [x])
+    check_close("copy", x, x.data.copy())
+    with pytest.raises(AssertionError, match=r"shape \(3, 2\), expected \(2, 3\)"):
+        check_close("shape", x, np.zeros((2, 3)))
+    with pytest.raises(AssertionError, match="values differ from minclip's by up to 1 "):
+        check_close("values", x, x.data + 1)

@@ -16,7 +16,7 @@ import numpy as np
 
 from minclip import Tensor, backend, gradcheck
 from minclip import functional as F
-from minclip.gradcheck import GradcheckError
+from minclip.gradcheck import check_close, check_grad
 
 rng = np.random.default_rng(0)
 
@@ -24,22 +24,6 @@ rng = np.random.default_rng(0)
 def randn(*shape):
     """A float64 Tensor of standard-normal numbers that requires grad (gradcheck needs float64)."""
     return Tensor(backend.asarray(rng.standard_normal(shape)), requires_grad=True)
-
-
-def check_grad(what, fn, inputs):
-    """gradcheck with a message for people: which function, and the worst element."""
-    try:
-        gradcheck(fn, inputs)
-    except GradcheckError as e:
-        raise AssertionError(f"{what}: the backward disagrees with central differences: {e}") from None
-
-
-def check_close(what, got, want, tol=1e-10):
-    got, want = backend.to_numpy(backend.unwrap(got)), backend.to_numpy(backend.unwrap(want))
-    assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
-    err = float(np.abs(got - want).max()) if got.size else 0.0
-    assert err <= tol, f"{what}: values differ from minclip's by up to {err:.3g} (tolerance {tol})"
-
 
 # %% [markdown]
 # ## 1. The causal mask (2 points)
