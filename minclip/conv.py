@@ -181,18 +181,18 @@ def _col2im(gcols, x_shape, stride, pad):
     return xp.ascontiguousarray(gx[:, :, pad:pad + H, pad:pad + W].transpose(1, 0, 2, 3))
 
 
-def _channels_last(x):
-    """Whether _im2col_conv gathers x (N, C, H, W) channels last: when channels outnumber an image row."""
-    return x.shape[1] > x.shape[3]
+def _channels_last(x_shape):
+    """Whether _im2col_conv gathers an (N, C, H, W) input channels last: when channels outnumber an image row."""
+    return x_shape[1] > x_shape[3]
 
 
 def _im2col_conv(x, W, stride, padding):
     """x (N, C, H, W) and W (O, C, kh, kw) -> (y (N, O, Ho, Wo), cols): cols (C*kh*kw, N*Ho*Wo), or
-    (N*Ho*Wo, kh*kw*C) when _channels_last(x)."""
+    (N*Ho*Wo, kh*kw*C) when _channels_last(x.shape)."""
     xp = _xp(x)
     O, C, kh, kw = W.shape
     N = x.shape[0]
-    if _channels_last(x):
+    if _channels_last(x.shape):
         windows = _windows_channels_last(x, kh, kw, stride, padding)          # (N, Ho, Wo, kh, kw, C), a view
         Ho, Wo = windows.shape[1:3]
         cols = xp.ascontiguousarray(windows).reshape(N * Ho * Wo, kh * kw * C)
@@ -233,7 +233,6 @@ class Conv2d(Function):
             self.cols = x.reshape(N, C, H * Wd)                                # (N, C, H*W), a view
             y = (W.reshape(O, C) @ self.cols).reshape(N, O, H, Wd)            # batched over the N images
         else:
-            self.channels_last = _channels_last(x)
             y, self.cols = _im2col_conv(x, W, s, p)
         if b is not None:
             y += b[:, None, None]
@@ -255,7 +254,7 @@ class Conv2d(Function):
                 gx = (W2.T @ g3).reshape(self.x_shape)                        # (N, C, H, W)
         else:
             g2 = g.transpose(1, 0, 2, 3).reshape(O, N * Ho * Wo)              # (O, N*Ho*Wo), a copy
-            if self.channels_last:                                            # cols (N*Ho*Wo, kh*kw*C)
+            if _channels_last(self.x_shape):                                  # cols (N*Ho*Wo, kh*kw*C)
                 gW = (g2 @ self.cols).reshape(O, kh, kw, C).transpose(0, 3, 1, 2)
             else:                                                             # cols (C*kh*kw, N*Ho*Wo)
                 gW = g2 @ self.cols.T

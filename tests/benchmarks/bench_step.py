@@ -5,7 +5,8 @@ forward + backward + AdamW step, and reports ms/step, images/s, the FLOPs of a s
 from the matmuls and convolutions the step actually runs) and the model-FLOPs utilisation (MFU)
 against this machine's measured NumPy matmul peak. When torch is importable the same model,
 with the same weights and batch, runs in PyTorch in the same process, in blocks of steps
-alternating with minclip's, and the ratio minclip / torch is printed (targets on CPU: tiny-rn <= 1.5x, tiny-vit <= 1.25x).
+alternating with minclip's, and the ratio minclip / torch is printed (targets on CPU:
+tiny-rn <= 1.5x, tiny-vit <= 1.25x).
 `--breakdown` adds a table of where minclip's step goes: forward and backward time per Function.
 """
 import argparse
