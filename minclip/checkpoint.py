@@ -6,6 +6,10 @@ of nested state (the optimizer's moments) under its path joined by "/", and ever
 not an array (config, step, epoch, RNG state, hyper-parameters) as one JSON string under `meta`.
 A checkpoint alone is enough to use its model: `model, tokenizer = load_checkpoint(path)`.
 
+minclip ships one trained model, `tiny-vit-shapes` (minclip/weights/): the default run's weights in
+float16, its tokenizer and the run's final zero-shot accuracies; every loader takes the name in place of
+a path, like OpenAI's model names. `minclip export` makes such a file from a run's checkpoint.
+
 Files are written atomically: to a temporary file in the same folder, flushed to
 disk, then renamed over the target, so a crash (or Ctrl-C) mid-write leaves the
 previous checkpoint intact.
@@ -23,6 +27,7 @@ from .model import build_model
 from .tokenizer import SimpleTokenizer, merges_text, read_merges_text, tokenizer_for
 
 FORMAT_VERSION = 1
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 
 
 class CheckpointError(ValueError):
@@ -79,11 +84,24 @@ def save_checkpoint(path, model_state, tokenizer=None, **state):
     return path
 
 
+def shipped_models():
+    """Names of the trained models that come with minclip, each loadable by name (`load_checkpoint(name)`)."""
+    return sorted(f[:-len(".npz")] for f in os.listdir(WEIGHTS_DIR) if f.endswith(".npz"))
+
+
+def resolve(path):
+    """The file of a shipped model's name (minclip/weights/NAME.npz); any other path unchanged."""
+    shipped = os.path.join(WEIGHTS_DIR, f"{path}.npz")
+    return shipped if not os.path.exists(path) and os.path.isfile(shipped) else path
+
+
 def read_checkpoint(path):
-    """Read a minclip checkpoint: (model_state dict, state dict). A stored tokenizer comes back as
-    state["tokenizer"] = SimpleTokenizer. Raises CheckpointError naming the path."""
+    """Read a minclip checkpoint (a path or a shipped model's name): (model_state dict, state dict). A stored
+    tokenizer comes back as state["tokenizer"] = SimpleTokenizer. Raises CheckpointError naming the path."""
+    path = resolve(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"checkpoint not found: {path} (the shipped models, loadable by name: "
+                                f"{', '.join(shipped_models())})")
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -111,7 +129,8 @@ def read_checkpoint(path):
 def read_weights(path):
     """(weights, state) from a minclip checkpoint, or (weights, {}) from a plain `.npz` of a state_dict
     or from released weights: .pt/.pth/.bin (PyTorch, TorchScript) and .safetensors (Hugging Face),
-    read without torch by minclip.pretrained."""
+    read without torch by minclip.pretrained. A shipped model's name stands for its file."""
+    path = resolve(path)
     if str(path).lower().endswith((".pt", ".pth", ".bin", ".safetensors")):
         from .pretrained import read_state_dict  # inside: pretrained reads .npz through this module
         return read_state_dict(path), {}
@@ -129,10 +148,27 @@ def load_weights(path):
     return read_weights(path)[0]
 
 
+def export_checkpoint(src, dst, dtype=np.float16):
+    """Write the weights of checkpoint `src` as a file to ship or share: floating-point weights in `dtype`,
+    the tokenizer, the run's config and step, and its last zero-shot or retrieval evaluation (read from
+    the run folder's metrics.jsonl, if there) under state["results"]; no optimizer state. Returns dst."""
+    weights, state = read_checkpoint(src)
+    weights = {k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in weights.items()}
+    metrics = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(src))), "metrics.jsonl")
+    results = {}
+    if os.path.isfile(metrics):
+        with open(metrics) as f:
+            evals = [r for r in map(json.loads, f) if "elapsed_s" in r]
+        results = evals[-1] if evals else {}
+    keep = {k: state[k] for k in ("config", "step") if k in state}
+    return save_checkpoint(dst, weights, tokenizer=state.get("tokenizer"), results=results, **keep)
+
+
 def load_checkpoint(path):
-    """(model, tokenizer) from a checkpoint: a CLIP in eval mode (build_model) and the tokenizer it was
-    trained with. Weights without a stored tokenizer (older checkpoints, plain state_dicts) get
-    tokenizer_for(vocab_size), with a warning naming it unless that is OpenAI's vocabulary."""
+    """(model, tokenizer) from a checkpoint (a path or a shipped model's name, see shipped_models()): a CLIP
+    in eval mode (build_model) and the tokenizer it was trained with. Weights without a stored tokenizer
+    (older checkpoints, plain state_dicts) get tokenizer_for(vocab_size), with a warning naming it unless
+    that is OpenAI's vocabulary."""
     weights, state = read_weights(path)
     model = build_model(weights)
     return model, checkpoint_tokenizer(state, model.vocab_size, path)

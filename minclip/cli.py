@@ -8,6 +8,7 @@
     minclip index build DIR --checkpoint C   # cache the folder's image embeddings (search does it too)
     minclip search --checkpoint C --images DIR "a red circle on the left" -k 5
     minclip plot logs/RUN
+    minclip export logs/RUN/checkpoints/latest.npz model.npz   # weights + tokenizer to share, float16
     minclip info
 
 Flag names follow open_clip's training script where one exists; the training flags are built
@@ -27,7 +28,7 @@ from PIL import Image
 from . import __version__, backend, data
 from . import distributed as dist
 from .autograd import no_grad
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, export_checkpoint, load_checkpoint
 from .evaluate import (
     ShapesLabels,
     encode_dataset,
@@ -262,6 +263,13 @@ def cmd_plot(args):
     return 0
 
 
+def cmd_export(args):
+    out = export_checkpoint(args.checkpoint, args.out, dtype=np.dtype(args.dtype))
+    print(f"wrote {out} ({os.path.getsize(out) / 1e6:.1f} MB); load it with "
+          f"minclip.checkpoint.load_checkpoint({out!r}) or --checkpoint {out}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- the parser
 def _add_train_args(p):
     """One --flag per TrainConfig field, with its default and help text."""
@@ -336,6 +344,13 @@ def build_parser():
     pl = sub.add_parser("plot", help="(re)draw the curves of a run folder")
     pl.add_argument("run_dir")
     pl.set_defaults(func=cmd_plot)
+
+    x = sub.add_parser("export", help="write a checkpoint's weights, tokenizer and results to share (no optimizer)")
+    x.add_argument("checkpoint", help="a run's checkpoint, e.g. logs/RUN/checkpoints/latest.npz")
+    x.add_argument("out", help="the .npz file to write")
+    x.add_argument("--dtype", choices=["float16", "float32"], default="float16",
+                   help="precision of the weights (float16 halves the file; loading upcasts to float32)")
+    x.set_defaults(func=cmd_export)
 
     info = sub.add_parser("info", help="show backend, device and BLAS")
     info.add_argument("--backend", choices=["numpy", "cupy"], help="backend to report on")

@@ -9,6 +9,8 @@ all inputs at once along random unit directions r and compares
 (L(x + eps r) - L(x - eps r)) / (2 eps) with sum(grad * r): two passes each.
 All of it in float64: float32 round-off swamps the differences.
 """
+from contextlib import contextmanager
+
 import numpy as np
 
 from . import backend
@@ -115,6 +117,24 @@ def _compare(analytic, numeric, atol, rtol, what):
 
 
 # ----------------------------------------------------------------------------- for graded exercises
+@contextmanager
+def exercise(what):
+    """The check cell of a notebook exercise: `with exercise("Cos.backward"): check_grad(...)`.
+
+    An answer not written yet (the stub's NotImplementedError) and a wrong one (an AssertionError from
+    the checks) both leave as one AssertionError that names the exercise, so a notebook run stops at the
+    first unsolved exercise with a sentence instead of a traceback into minclip; a right one prints so.
+    """
+    try:
+        yield
+    except NotImplementedError:
+        raise AssertionError(f"{what}: not written yet; replace `raise NotImplementedError()` in the cell "
+                             "above with your code") from None
+    except AssertionError as e:
+        raise AssertionError(f"{what}: {e}") from None
+    print(f"{what}: correct")
+
+
 def check_grad(what, fn, inputs):
     """gradcheck with a message for people: which function, and the worst element (an AssertionError,
     as nbgrader's test cells expect)."""

@@ -1,8 +1,10 @@
-"""Figures: training curves, the similarity matrix of Figure 1, confusion matrices, image grids.
+"""Figures: training curves, the similarity matrix of Figure 1, confusion matrices, image grids and
+the autograd graph of a Tensor.
 
 Every function draws on a `matplotlib.figure.Figure` (not pyplot), writes a PNG and returns
-its path. A bare Figure saves through the Agg canvas, so no display is ever needed and the
-pyplot backend of a notebook or script that imports this module is left alone.
+its path (plot_graph can also draw into a notebook's axes). A bare Figure saves through the Agg
+canvas, so no display is ever needed and the pyplot backend of a notebook or script that imports this
+module is left alone.
 """
 import json
 import math
@@ -214,3 +216,98 @@ def image_grid(images, titles, out_path, ncols=5):
         if t:
             ax.set_title(t, fontsize=9)
     return _save(fig, out_path)
+
+
+# ----------------------------------------------------------------------------- the autograd graph
+def graph_of(y):
+    """The graph that made Tensor `y`, as drawn by plot_graph: (nodes, edges).
+
+    nodes: {key: (kind, label, column)}, kind "leaf" (a tensor that wants a gradient and was made by no
+    Function), "constant" (one that wants none, e.g. the 2 of `x / 2`), "tensor" (made by a Function) or
+    "function" (label: the class name). A tensor's label is its name, else its shape. Columns: 2 * generation
+    for tensors, 2 * generation + 1 for Functions, a constant just left of its first Function; every edge
+    points to the right.
+    edges: [(from key, to key)], input tensor -> Function -> output tensor.
+    """
+    def tensor_node(t, column, shape=None):
+        label = t.name if t is not None and t.name else str(tuple(t.shape if t is not None else shape))
+        if t is None or t.creator is not None:
+            return "tensor", label, column
+        return ("leaf", label, column) if t.requires_grad else ("constant", label, column)
+
+    nodes, edges = {id(y): tensor_node(y, 2 * y.generation)}, []
+    stack, seen = ([y.creator], {id(y.creator)}) if y.creator is not None else ([], set())
+    while stack:
+        f = stack.pop()
+        if f.inputs is None:
+            raise ValueError("graph_of: the graph was freed by backward; draw it before calling backward "
+                             "(or use backward(retain_graph=True))")
+        column = 2 * f.generation + 1
+        nodes[id(f)] = ("function", type(f).__name__, column)
+        for ref, (shape, _) in zip(f.outputs, f.out_meta):
+            out = ref()
+            key = id(out) if out is not None else (id(f), len(edges))  # an output nobody kept: its shape
+            nodes.setdefault(key, tensor_node(out, column + 1, shape))
+            edges.append((id(f), key))
+        for x in f.inputs:
+            node = tensor_node(x, 2 * x.generation)
+            nodes.setdefault(id(x), node[:2] + (column - 1,) if node[0] == "constant" else node)
+            edges.append((id(x), id(f)))
+            if x.creator is not None and id(x.creator) not in seen:
+                seen.add(id(x.creator))
+                stack.append(x.creator)
+    return nodes, edges
+
+
+def _graph_rows(nodes, edges, sweeps=4):
+    """A row for every node: each column ordered by the mean row of its neighbours (the barycentre
+    heuristic), sweeping right and left a few times, so that few edges cross."""
+    columns = {}
+    for key, (_, _, col) in nodes.items():
+        columns.setdefault(col, []).append(key)
+    before, after = {}, {}
+    for a, b in edges:
+        after.setdefault(a, []).append(b)
+        before.setdefault(b, []).append(a)
+    row = {key: i for keys in columns.values() for i, key in enumerate(keys)}
+    order = sorted(columns)
+    for sweep in range(sweeps):
+        neighbours = before if sweep % 2 == 0 else after
+        for col in order if sweep % 2 == 0 else order[::-1]:
+            keys = columns[col]
+            keys.sort(key=lambda k: np.mean([row[n] for n in neighbours[k]]) if neighbours.get(k) else row[k])
+            row.update({k: i for i, k in enumerate(keys)})
+    height = max(len(keys) for keys in columns.values())
+    return {key: (nodes[key][2], (len(columns[nodes[key][2]]) - 1) / 2 - r) for key, r in row.items()}, height
+
+
+def plot_graph(y, out_path=None, ax=None, title=None):
+    """Draw the autograd graph of Tensor `y` left to right: rounded boxes for tensors (name or shape;
+    green for the leaves that receive .grad, dotted for constants), grey boxes for Functions. Draws into
+    `ax` when given, otherwise into a new figure saved as PNG at `out_path`; returns `ax` or `out_path`."""
+    nodes, edges = graph_of(y)
+    pos, height = _graph_rows(nodes, edges)
+    columns = {col for _, _, col in nodes.values()}
+    fig = None
+    if ax is None:
+        if out_path is None:
+            raise ValueError("plot_graph: give `ax` to draw into or `out_path` to save a PNG")
+        fig = _figure(max(4.0, 0.9 * len(columns)), max(2.0, 0.6 * height + 1))
+        ax = fig.subplots()
+    style = {"leaf": dict(boxstyle="round", fc="#c7e9c0", ec="#31a354"),
+             "constant": dict(boxstyle="round", fc="white", ec="#969696", ls=":"),
+             "tensor": dict(boxstyle="round", fc="white", ec="#636363"),
+             "function": dict(boxstyle="square", fc="#d9d9d9", ec="#252525")}
+    for a, b in edges:
+        skips = pos[b][0] - pos[a][0] > 1  # an edge past other columns bends, so it is not hidden behind them
+        ax.annotate("", xy=pos[b], xytext=pos[a], arrowprops=dict(
+            arrowstyle="->", color="#969696", lw=0.8, shrinkA=14, shrinkB=14,
+            connectionstyle="arc3,rad=-0.2" if skips else "arc3"))
+    for key, (kind, label, _) in nodes.items():
+        ax.text(*pos[key], label, ha="center", va="center", fontsize=7, bbox=style[kind], zorder=3)
+    ax.set_xlim(min(columns) - 0.7, max(columns) + 0.7)
+    ax.set_ylim(-height / 2 - 0.5, height / 2 + 0.5)
+    ax.axis("off")
+    ax.set_title(title or f"graph of a tensor of shape {tuple(y.shape)}: "
+                 f"{sum(k == 'function' for k, _, _ in nodes.values())} Functions", fontsize=9)
+    return _save(fig, out_path) if fig is not None else ax

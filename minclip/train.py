@@ -316,7 +316,8 @@ class _Run:
                 if evals and not cfg.overfit_batch and dist.is_main():  # distributed: rank 0 evaluates
                     results = evaluate_during_training(self.model, self.tokenizer, evals, cfg, details)
                     self.model.train()
-                    self.log({"step": self.step, "epoch": epoch + 1, **results})
+                    self.log({"step": self.step, "epoch": epoch + 1, "elapsed_s": round(time.time() - t_start, 1),
+                              **results})
                     if cfg.progress:
                         print(f"epoch {epoch + 1}: loss {loss:.3f}  " + "  ".join(
                             f"{k.split('/')[1]} {v:.1%}" for k, v in results.items() if not k.endswith("_chance")))

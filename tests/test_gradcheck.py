@@ -170,3 +170,25 @@ def test_grading_helpers_name_what_is_wrong():
         check_close("shape", x, np.zeros((2, 3)))
     with pytest.raises(AssertionError, match="values differ from minclip's by up to 1 "):
         check_close("values", x, x.data + 1)
+
+
+def test_exercise_names_a_missing_or_wrong_answer_and_reports_a_right_one(capsys):
+    """The check cells of the notebooks' exercises: a stub's NotImplementedError and a failed check each
+    become one AssertionError naming the exercise; other errors pass through as they are."""
+    from minclip.gradcheck import exercise
+
+    def stub():
+        raise NotImplementedError()
+
+    with pytest.raises(AssertionError, match=r"^Cos.backward: not written yet; replace `raise NotImplementedError"):
+        with exercise("Cos.backward"):
+            stub()
+    with pytest.raises(AssertionError, match=r"^Cos.backward: values differ"):
+        with exercise("Cos.backward"):
+            raise AssertionError("values differ")
+    with pytest.raises(ValueError, match="shapes"):
+        with exercise("Cos.backward"):
+            raise ValueError("shapes do not align")
+    with exercise("Cos.backward"):
+        pass
+    assert capsys.readouterr().out == "Cos.backward: correct\n"

@@ -83,3 +83,39 @@ def test_denormalize_inverts_clip_normalisation():
     chw = ((img / 255.0 - np.array(CLIP_MEAN)) / np.array(CLIP_STD)).transpose(2, 0, 1).astype(np.float32)
     np.testing.assert_array_equal(plots._as_hwc_uint8(chw), img)  # normalised images are shown as they were
 
+
+
+def test_graph_of_a_small_expression_and_its_picture(tmp_path):
+    """y = (a * b + a) ** 2: three Functions, the leaves a and b (green), every edge pointing right, `a`
+    feeding two Functions; the graph is refused once backward has freed it."""
+    from minclip import Tensor
+    a = Tensor(np.array(2.0), requires_grad=True, name="a")
+    b = Tensor(np.array(3.0), requires_grad=True, name="b")
+    y = (a * b + a / 2) ** 2
+    nodes, edges = plots.graph_of(y)
+    functions = sorted(label for kind, label, _ in nodes.values() if kind == "function")
+    assert functions == ["Add", "Div", "Mul", "Pow"]
+    assert sorted(label for kind, label, _ in nodes.values() if kind == "leaf") == ["a", "b"]
+    assert [label for kind, label, _ in nodes.values() if kind == "constant"] == ["()"]   # the 2 of a / 2
+    assert all(nodes[u][2] < nodes[v][2] for u, v in edges), "an edge points left"
+    assert sum(u == id(a) for u, _ in edges) == 2                                          # a is used twice
+    check_png(plots.plot_graph(y, tmp_path / "graph.png"), min_w=300, min_h=100)
+    y.backward()
+    with pytest.raises(ValueError, match="freed by backward"):
+        plots.graph_of(y)
+
+
+def test_plot_graph_draws_into_given_axes_and_needs_somewhere_to_draw():
+    from matplotlib.figure import Figure
+
+    from minclip import Tensor
+    from minclip.loss import clip_loss
+    rng = np.random.default_rng(0)
+    i_f, t_f = (Tensor(rng.standard_normal((4, 8)), requires_grad=True) for _ in range(2))
+    loss = clip_loss(i_f, t_f, Tensor(np.array(2.6), requires_grad=True))
+    ax = Figure().subplots()
+    assert plots.plot_graph(loss, ax=ax) is ax
+    nodes, edges = plots.graph_of(loss)
+    assert "Functions" in ax.get_title() and len(ax.texts) == len(nodes) + len(edges)  # labels and arrows
+    with pytest.raises(ValueError, match="give `ax`"):
+        plots.plot_graph(loss)

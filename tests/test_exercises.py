@@ -1,0 +1,104 @@
+"""The exercises of notebooks 01-10 can fail, and fail in words.
+
+Each exercise is a code cell whose answer sits between `### BEGIN SOLUTION` and `### END SOLUTION`, inside
+a function body, followed by a check cell `with exercise("name"): ...` that compares it with minclip or
+with central differences. Each notebook runs once, in one kernel (quick mode), cell by cell; at every
+exercise the test first runs the student's version of the cell (the region replaced by
+`raise NotImplementedError()`, as notebooks/make_student.py writes it) and the check must fail naming the
+exercise, then each classic mistake of WRONG and the check must fail again, then the answer itself and
+the check must pass. A student running the stripped notebook top to bottom therefore stops at the first
+exercise still to do, with a sentence, not a traceback.
+"""
+import copy
+import re
+import sys
+
+import pytest
+from _notebooks import BEGIN, END, NOTEBOOKS, ROOT, exercise_name, exercises, kernel, read, run
+
+nbclient_exceptions = pytest.importorskip("nbclient.exceptions")
+sys.path.insert(0, str(ROOT / "notebooks"))
+from make_student import student_version  # noqa: E402  (needs nbgrader, from the [course] extra)
+
+WITH_EXERCISES = [p for p in NOTEBOOKS if exercises(read(p))]
+
+# (notebook number, exercise name) -> [(text of the answer, a classic mistake to put in its place)]
+WRONG = {
+}
+
+
+def test_every_notebook_from_01_to_10_has_an_exercise_and_the_course_has_ten():
+    numbers = [p.name[:2] for p in WITH_EXERCISES]
+    missing = [f"{n:02d}" for n in range(1, 11) if f"{n:02d}" not in numbers]
+    assert not missing, f"notebooks without an exercise: {missing}"
+    total = sum(len(exercises(read(p))) for p in WITH_EXERCISES)
+    assert total >= 10, f"{total} exercises in all; the course promises at least 10"
+    assert len(WRONG) >= 5, "keep a classic mistake for at least five exercises"
+
+
+def _with_source(cell, source):
+    cell = copy.deepcopy(cell)
+    cell.source, cell.outputs = source, []
+    return cell
+
+
+def _check_fails(client, check, index, message):
+    with pytest.raises(nbclient_exceptions.CellExecutionError) as e:
+        run(client, _with_source(check, check.source), index)
+    assert re.search(message, str(e.value)), f"the check failed, but not with {message!r}:\n{e.value}"
+
+
+@pytest.mark.parametrize("path", WITH_EXERCISES, ids=lambda p: p.name)
+def test_each_check_fails_without_the_answer_and_with_a_wrong_one(path, tmp_path, monkeypatch):
+    nb = read(path)
+    checks = dict(exercises(nb))
+    student = student_version(nb)
+    tried = set()
+    with kernel(nb, tmp_path, monkeypatch) as client:
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            if i in checks:
+                j = checks[i]
+                assert j is not None, f"{path.name}, cell {i}: an exercise with no check cell after it"
+                name = exercise_name(nb.cells[j].source)
+                assert name, f"{path.name}, cell {j}: the check cell must wrap its checks in `with exercise(...)`"
+                assert cell.source.count(BEGIN) == 1 == cell.source.count(END), \
+                    f"{path.name}, cell {i}: one solution region per exercise cell"
+                stub = student.cells[i]
+                assert "raise NotImplementedError()" in stub.source and BEGIN not in stub.source
+                run(client, _with_source(cell, stub.source), i)  # the region sits inside a function body
+                _check_fails(client, nb.cells[j], j, rf"AssertionError: {re.escape(name)}: not written yet")
+                for right, wrong in WRONG.get((path.name[:2], name), []):
+                    assert right in cell.source, f"{path.name}: {right!r} is not in the answer to {name!r}"
+                    run(client, _with_source(cell, cell.source.replace(right, wrong)), i)
+                    _check_fails(client, nb.cells[j], j, rf"AssertionError: {re.escape(name)}: ")
+                    tried.add((path.name[:2], name))
+            run(client, cell, i)
+    unknown = {key for key in WRONG if key[0] == path.name[:2]} - tried
+    assert not unknown, f"WRONG names exercises that {path.name} does not have: {unknown}"
+
+
+def test_the_student_notebook_stops_at_the_first_exercise(tmp_path, monkeypatch):
+    """notebooks/make_student.py's output, run top to bottom, stops at the first check with its sentence;
+    no answer and no output is left in it."""
+    path = WITH_EXERCISES[0]
+    nb = read(path)
+    student = student_version(nb)
+    first_check = exercises(nb)[0][1]
+    assert not any(c.get("outputs") for c in student.cells if c.cell_type == "code")
+    for (i, _), cell in zip(exercises(nb), [student.cells[i] for i, _ in exercises(nb)]):
+        answer = nb.cells[i].source.split(BEGIN)[1].split(END)[0].strip()
+        assert answer not in cell.source
+    with kernel(student, tmp_path, monkeypatch) as client:
+        stopped = None
+        for i, cell in enumerate(student.cells):
+            if cell.cell_type != "code":
+                continue
+            try:
+                run(client, cell, i)
+            except nbclient_exceptions.CellExecutionError as e:
+                stopped = (i, str(e))
+                break
+    assert stopped and stopped[0] == first_check, f"expected a stop at cell {first_check}, got {stopped}"
+    assert "not written yet" in stopped[1]
