@@ -123,7 +123,7 @@ def exercise(what):
 
     An answer not written yet (the stub's NotImplementedError) and a wrong one (an AssertionError from
     the checks) both leave as one AssertionError that names the exercise, so a notebook run stops at the
-    first unsolved exercise with a sentence instead of a traceback into minclip; a right one prints so.
+    first unsolved exercise with a sentence saying which and what is wrong; a right one prints so.
     """
     try:
         yield
