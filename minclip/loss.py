@@ -1,12 +1,31 @@
 """The symmetric contrastive loss of CLIP, written as Figure 3 of the paper.
 
 Radford et al. 2021, Figure 3 ("Numpy-like pseudocode for the core of an
-implementation of CLIP"): each line of the pseudocode stands as a comment beside
-the code that implements it in `clip_loss`. Its notation:
+implementation of CLIP"):
 
-    I_f[n, d_i], T_f[n, d_t] - image and text features from the two encoders
-    W_i[d_i, d_e], W_t[d_t, d_e] - learned projections to the joint embedding
-    t - learned temperature parameter (the log of the inverse temperature)
+    # image_encoder - ResNet or Vision Transformer
+    # text_encoder  - CBOW or Text Transformer
+    # I[n, h, w, c] - minibatch of aligned images
+    # T[n, l]       - minibatch of aligned texts
+    # W_i[d_i, d_e] - learned proj of image to embed
+    # W_t[d_t, d_e] - learned proj of text to embed
+    # t             - learned temperature parameter
+    # extract feature representations of each modality
+    I_f = image_encoder(I) #[n, d_i]
+    T_f = text_encoder(T)  #[n, d_t]
+    # joint multimodal embedding [n, d_e]
+    I_e = l2_normalize(np.dot(I_f, W_i), axis=1)
+    T_e = l2_normalize(np.dot(T_f, W_t), axis=1)
+    # scaled pairwise cosine similarities [n, n]
+    logits = np.dot(I_e, T_e.T) * np.exp(t)
+    # symmetric loss function
+    labels = np.arange(n)
+    loss_i = cross_entropy_loss(logits, labels, axis=0)
+    loss_t = cross_entropy_loss(logits, labels, axis=1)
+    loss   = (loss_i + loss_t)/2
+
+Each line from I_e on stands as a comment beside the code that implements it in
+`clip_loss`; t is the log of the inverse temperature.
 
 In minclip the projections live inside the encoders (`visual.proj` or the attention
 pool's `c_proj`, and `text_projection`), so `CLIP.encode_image` and

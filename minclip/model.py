@@ -36,8 +36,8 @@ class CLIP(nn.Module):
         vision_width * 32 // 64 heads; an int (Transformer layers) selects a
         VisionTransformer with vision_width // 64 heads and patches of vision_patch_size.
     context_length, vocab_size, transformer_width/heads/layers: the text Transformer
-        (OpenAI's models: 77 positions, 49,408 ids = 49,152 BPE merges + 256 bytes + SOT/EOT, 512 wide,
-        8 heads, 12 layers).
+        (OpenAI's models: 77 positions, 49,408 ids = 256 bytes + 256 bytes with </w> + 48,894 merges
+        + SOT/EOT, 512 wide, 8 heads, 12 layers).
     Attributes as OpenAI's: visual, transformer, token_embedding, positional_embedding, ln_final,
     text_projection, logit_scale, context_length, vocab_size.
     """

@@ -24,42 +24,35 @@ WITH_EXERCISES = [p for p in NOTEBOOKS if exercises(read(p))]
 
 # (notebook number, exercise name) -> [(text of the answer, a classic mistake to put in its place)]
 WRONG = {
-    ("01", "MyTanh.backward"): [("g * (1 - self.y ** 2)", "g * (1 - self.y)")],         # y, not y squared
+    ("01", "MyTanh.backward"): [("g * (1 - self.y ** 2)", "g * (1 - self.y)")],           # y, not y squared
     ("01", "my_sum_to"): [("return g.sum(axis=ones, keepdims=True)", "return g.sum(axis=ones)")],  # axes dropped
-    # 02
     ("02", "numerical_grad"): [("(up - down) / (2 * h)", "(up - f(x)) / h"),                # one-sided difference
                                ("np.array(x, dtype=np.float64)", "np.array(x, dtype=np.float32)"),  # float32
                                ("x[i] = old                                    # put it back",
                                 "pass                                          # not put back")],
-    # 03
-    ("03", "layer_norm_backward"): [("- mean_g - xhat * mean_gx", "- xhat * mean_gx"),        # no path through mu
-                                    ("- mean_g - xhat * mean_gx", "- mean_g"),                # no path through var
-                                    ("return rstd * (gxhat", "return (gxhat"),                # 1/sigma forgotten
-                                    ("gxhat = g * weight ", "gxhat = g ")],                   # gamma forgotten
-    # 04
-    ("04", "my_causal_mask"): [("np.triu(np.full((L, L), -np.inf), 1)", "np.triu(np.full((L, L), -np.inf), 0)"),  # masks itself
-                               ("np.triu(", "np.tril(")],                                                      # masks the past
-    ("04", "one_head"): [("/ np.sqrt(q.shape[-1])", ""),                                   # no 1/sqrt(d)
-                         ("F.softmax(scores, axis=-1)", "F.softmax(scores, axis=-2)")],   # softmax over the queries
-    # 05
-    ("05", "patchify"): [(".transpose(0, 2, 4, 1, 3, 5)", ""),                                 # reshape alone
-                         ("(0, 2, 4, 1, 3, 5)", "(0, 4, 2, 1, 3, 5)")],                        # grid rows and columns swapped
+    ("03", "layer_norm_backward"): [("- mean_g - xhat * mean_gx", "- xhat * mean_gx"),      # no path through mu
+                                    ("- mean_g - xhat * mean_gx", "- mean_g"),              # no path through var
+                                    ("return rstd * (gxhat", "return (gxhat"),              # 1/sigma forgotten
+                                    ("gxhat = g * weight ", "gxhat = g ")],                 # gamma forgotten
+    ("04", "my_causal_mask"): [("np.triu(np.full((L, L), -np.inf), 1)",
+                                "np.triu(np.full((L, L), -np.inf), 0)"),                    # masks itself
+                               ("np.triu(", "np.tril(")],                                   # masks the past
+    ("04", "one_head"): [("/ np.sqrt(q.shape[-1])", ""),                                    # no 1/sqrt(d)
+                         ("F.softmax(scores, axis=-1)", "F.softmax(scores, axis=-2)")],     # over the queries
+    ("05", "patchify"): [(".transpose(0, 2, 4, 1, 3, 5)", ""),                              # reshape alone
+                         ("(0, 2, 4, 1, 3, 5)", "(0, 4, 2, 1, 3, 5)")],                     # rows, columns swapped
     ("05", "my_im2col"): [("x[:, :, du:du + stride * Ho:stride, dv:dv + stride * Wo:stride]",
-                           "x[:, :, du:du + Ho, dv:dv + Wo]"),                                    # stride forgotten
-                          ("stride].transpose(1, 0, 2, 3)", "stride].reshape(C, N, Ho, Wo)")],   # reshape to swap axes
-    # 06
-    ("06", "best_pair"): [("min(counts, key=lambda p: (-counts[p], p))", "counts.most_common(1)[0][0]")],  # ties: first seen
-    ("06", "merge_pair"): [("i += 2", "i += 1")],                      # the merged symbols are not used up
-    # 07
-    ("07", "my_clip_loss"): [("F.cross_entropy(logits.T, labels)", "F.cross_entropy(logits, labels)"),   # one direction twice
-                             ("* t.exp()", "* t")],                                                      # t is a log
-    # 08
+                           "x[:, :, du:du + Ho, dv:dv + Wo]"),                              # stride forgotten
+                          ("stride].transpose(1, 0, 2, 3)", "stride].reshape(C, N, Ho, Wo)")],  # reshape, no swap
+    ("06", "best_pair"): [("min(counts, key=lambda p: (-counts[p], p))",
+                           "counts.most_common(1)[0][0]")],                                 # ties: first seen
+    ("06", "merge_pair"): [("i += 2", "i += 1")],                                           # merged symbols reused
+    ("07", "my_clip_loss"): [("F.cross_entropy(logits.T, labels)", "F.cross_entropy(logits, labels)"),  # one way
+                             ("* t.exp()", "* t")],                                         # t is a log
     ("08", "adamw_update"): [("p = p * (1 - lr * weight_decay)", "g = g + weight_decay * p"),  # Adam's coupled L2
-                             ("m / (1 - beta1 ** t), v / (1 - beta2 ** t)", "m, v")],          # no bias correction
-    # 09
+                             ("m / (1 - beta1 ** t), v / (1 - beta2 ** t)", "m, v")],      # no bias correction
     ("09", "my_zero_shot_classifier"): [  # averaging the prompts before normalising each: long ones weigh more
         ("emb /= np.linalg.norm(emb, axis=1, keepdims=True)\n    emb = emb.reshape", "emb = emb.reshape")],
-    # 10
     ("10", "image_gradient"): [  # the dot product of the raw embeddings is not the cosine similarity
         ("(F.l2_normalize(i, axis=1) * F.l2_normalize(t, axis=1)).sum()", "(i * t).sum()")],
 }

@@ -38,3 +38,17 @@ def test_readme_cli_flags_exist():
             assert flag in known, f"README names {flag} under a command that has no such flag: {line.strip()}"
             checked += 1
     assert checked > 20
+
+
+def test_readme_notebook_table_lists_every_notebook_and_its_assignments_exist():
+    """The table of the course path names every numbered notebook, and each assignment it says a notebook
+    prepares for exists in the course."""
+    root = Path(__file__).parent.parent
+    notebooks = sorted(p.relative_to(root).as_posix() for p in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    rows = [line for line in README.splitlines() if re.match(r"\| \d\d \| \[", line)]
+    linked = [re.search(r"\]\(([^)]+)\)", row).group(1) for row in rows]
+    assert linked == notebooks, f"README's notebook table: {linked}\nnotebooks/: {notebooks}"
+    named = {a for row in rows for a in re.findall(r"\ba\d\d\b", row.split("|")[-2])}
+    assert len(named) == 10
+    for a in named:
+        assert (root / "notebooks" / "assignments" / "source" / a / f"{a}.ipynb").exists(), a
