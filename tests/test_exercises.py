@@ -135,3 +135,15 @@ def test_the_student_notebook_stops_at_the_first_exercise(tmp_path, monkeypatch)
                 break
     assert stopped and stopped[0] == first_check, f"expected a stop at cell {first_check}, got {stopped}"
     assert re.match(r"AssertionError: .*: not written yet", stopped[1]), stopped[1]
+
+
+def test_make_student_writes_the_stripped_notebooks(tmp_path, capsys):
+    import make_student
+    make_student.main(["01", "02", "-o", str(tmp_path)])
+    written = sorted(p.name for p in tmp_path.glob("*.ipynb"))
+    assert written == sorted(p.name for p in WITH_EXERCISES if p.name[:2] in ("01", "02"))
+    for name in written:
+        assert BEGIN not in (tmp_path / name).read_text()
+    assert re.search(r"01_\w+\.ipynb: 2 exercise\(s\)", capsys.readouterr().out)
+    with pytest.raises(SystemExit, match="no notebook"):
+        make_student.main(["99", "-o", str(tmp_path)])
