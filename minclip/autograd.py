@@ -126,54 +126,42 @@ class Tensor:
         this tensor has a single element. The graph is freed afterwards unless
         `retain_graph=True`.
         """
-        xp = backend.get_array_module(self.data)
-        if grad is None:
-            if self.data.size != 1:
-                raise RuntimeError(f"backward: output has shape {self.shape}; a gradient can be implied only "
-                                   "for a single-element output, pass backward(grad=...) of the same shape")
-            grad = xp.ones_like(self.data)
-        grad = backend.unwrap(grad)
-        if tuple(grad.shape) != self.shape:
-            raise ValueError(f"backward: grad has shape {tuple(grad.shape)} but the tensor has shape {self.shape}")
+        grad = self._seed_grad(grad)
         if self.creator is None:
             if self.requires_grad:
                 self.grad = grad if self.grad is None else self.grad + grad
             return
-
-        # topological order of the Functions, found without recursion (graphs can be deep)
-        funcs, seen, stack = [], {id(self.creator)}, [self.creator]
-        while stack:
-            f = stack.pop()
-            if f.inputs is None:
-                raise RuntimeError("backward: the graph was freed by an earlier backward; "
-                                   "call backward(retain_graph=True) to keep it")
-            funcs.append(f)
-            for x in f.inputs:
-                if x.creator is not None and id(x.creator) not in seen:
-                    seen.add(id(x.creator))
-                    stack.append(x.creator)
-        funcs.sort(key=lambda f: f.generation, reverse=True)
-
-        grads = {id(self): grad}  # gradients of intermediate tensors, by id
+        funcs = topological_order(self)
+        grads = {id(self): grad}  # gradients of intermediate tensors, by id, until their Function runs
         for f in funcs:
-            outs = [o() for o in f.outputs]
-            gys = [grads.pop(id(o), None) if o is not None else None for o in outs]
+            gys = [grads.pop(id(o), None) if o is not None else None for o in (ref() for ref in f.outputs)]
             if all(g is None for g in gys):
-                continue
-            gys = [xp.zeros(s, d) if g is None else g for g, (s, d) in zip(gys, f.out_meta)]
-            gxs = f.backward(*gys)
-            if not isinstance(gxs, tuple):
-                gxs = (gxs,)
-            for x, gx in zip(f.inputs, gxs):
+                continue  # none of f's outputs leads to self
+            xp = backend.get_array_module(next(g for g in gys if g is not None))
+            gxs = f.backward(*[xp.zeros(s, d) if g is None else g for g, (s, d) in zip(gys, f.out_meta)])
+            for x, gx in zip(f.inputs, gxs if isinstance(gxs, tuple) else (gxs,)):
                 if gx is None or not x.requires_grad:
                     continue
                 if x.creator is None:  # a leaf: accumulate into .grad
                     x.grad = gx if x.grad is None else x.grad + gx
-                else:
+                else:  # summed over every path into x before x's creator runs
                     grads[id(x)] = gx if id(x) not in grads else grads[id(x)] + gx
         if not retain_graph:  # only now: freeing earlier could drop a tensor whose grad is still pending
             for f in funcs:
                 f.free()
+
+    def _seed_grad(self, grad):
+        """The gradient backward starts from: `grad` as an array of this tensor's shape, or 1 for a
+        single-element tensor."""
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward: output has shape {self.shape}; a gradient can be implied only "
+                                   "for a single-element output, pass backward(grad=...) of the same shape")
+            return backend.get_array_module(self.data).ones_like(self.data)
+        grad = backend.unwrap(grad)
+        if tuple(grad.shape) != self.shape:
+            raise ValueError(f"backward: grad has shape {tuple(grad.shape)} but the tensor has shape {self.shape}")
+        return grad
 
     # --- operators (the Functions live below)
     def __add__(self, o): return add(self, o)
@@ -240,6 +228,25 @@ def as_tensor(x, like=None):
         dtype = like.dtype if like.dtype.kind == "f" else backend.get_default_dtype() if a.dtype.kind == "f" else None
         return Tensor(backend.asarray(a, dtype=dtype, like=like))
     return Tensor(x)
+
+
+def topological_order(output):
+    """The Functions that made Tensor `output`, in the order backward runs them: by generation, deepest
+    first, so that a Function runs only after every Function that used its outputs has passed their
+    gradients back. Found with a stack, not recursion: graphs can be thousands of Functions deep."""
+    funcs, seen, stack = [], {id(output.creator)}, [output.creator]
+    while stack:
+        f = stack.pop()
+        if f.inputs is None:
+            raise RuntimeError("backward: the graph was freed by an earlier backward; "
+                               "call backward(retain_graph=True) to keep it")
+        funcs.append(f)
+        for x in f.inputs:
+            if x.creator is not None and id(x.creator) not in seen:
+                seen.add(id(x.creator))
+                stack.append(x.creator)
+    funcs.sort(key=lambda f: f.generation, reverse=True)
+    return funcs
 
 
 class Function:

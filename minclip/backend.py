@@ -24,6 +24,7 @@ try:  # CuPy is optional: `pip install minclip[cuda12]` or `[cuda13]`
 except Exception:  # ImportError, or a broken CUDA install that fails on import
     cupy = None
 
+NAMES = ("numpy", "cupy")  # the backends: NumPy on the CPU, CuPy on a CUDA GPU
 xp = np  # the array module for new arrays; read it as `backend.xp`
 _name = "numpy"
 _default_dtype = np.dtype(np.float32)
@@ -39,8 +40,8 @@ def array_module(name):
     name = name.lower()
     if name == "numpy":
         return np
-    if name != "cupy":
-        raise ValueError(f"unknown backend {name!r}; choose 'numpy' or 'cupy'")
+    if name not in NAMES:
+        raise ValueError(f"unknown backend {name!r}; choose one of {NAMES}")
     if cupy is None:
         raise BackendError("backend 'cupy' requested but CuPy is not installed; "
                            "install it with `pip install minclip[cuda12]` (or [cuda13])")

@@ -30,6 +30,7 @@ from . import distributed as dist
 from .autograd import no_grad
 from .checkpoint import CheckpointError, export_checkpoint, load_checkpoint
 from .evaluate import (
+    EVAL_BATCH_SIZE,
     ShapesLabels,
     encode_dataset,
     linear_probe,
@@ -49,7 +50,7 @@ from .train import TrainConfig, config_from_args, train
 
 # ----------------------------------------------------------------------------- helpers
 def load_model(path):
-    """(model in eval mode, tokenizer) from a checkpoint or a plain .npz state_dict (see load_checkpoint)."""
+    """(model in eval mode, tokenizer) from any file load_checkpoint reads, or a shipped model's name."""
     return load_checkpoint(path)
 
 
@@ -188,7 +189,7 @@ def _eval_zeroshot(model, tokenizer, args):
     ds, classes = _labelled_data(model, args)
     classnames = _classnames_for(classes, args.classnames)
     clf = zero_shot_classifier(model, classnames, _templates(args), tokenizer=tokenizer)
-    res = zero_shot_eval(model, data.DataLoader(ds, batch_size=256), clf)
+    res = zero_shot_eval(model, data.DataLoader(ds, batch_size=EVAL_BATCH_SIZE), clf)
     per_class = {c: (None if np.isnan(a) else float(a)) for c, a in zip(classnames, res["per_class_top1"])}
     return {"top1": res["top1"], "top5": res["top5"], "n": res["n"], "classes": len(classnames),
             "per_class_top1": per_class}
@@ -199,7 +200,8 @@ def _eval_retrieval(model, tokenizer, args):
         raise ValueError("eval retrieval needs --data CSV (image paths and captions)")
     ds = data.CsvImageText(args.data, img_key=args.csv_img_key, caption_key=args.csv_caption_key,
                            sep=args.csv_separator, image_size=model.visual.input_resolution)
-    loader = data.DataLoader(ds, batch_size=256, tokenize_fn=text_tokenize_fn(model, tokenizer, ds.captions))
+    loader = data.DataLoader(ds, batch_size=EVAL_BATCH_SIZE,
+                             tokenize_fn=text_tokenize_fn(model, tokenizer, ds.captions))
     img, txt = encode_dataset(model, loader, what="both")
     return retrieval_metrics(img, txt)
 
@@ -208,7 +210,7 @@ def _eval_linear_probe(model, args):
     if args.key == "all":
         args.key = "shape"
     ds, _ = _labelled_data(model, args)
-    x, y = encode_dataset(model, data.DataLoader(ds, batch_size=256))
+    x, y = encode_dataset(model, data.DataLoader(ds, batch_size=EVAL_BATCH_SIZE))
     order = np.random.default_rng(args.seed).permutation(len(x))
     n_tr, n_va = int(0.6 * len(x)), int(0.2 * len(x))
     tr, va, te = order[:n_tr], order[n_tr:n_tr + n_va], order[n_tr + n_va:]
@@ -223,7 +225,8 @@ def cmd_classify(args):
         raise ValueError("--labels needs at least two comma-separated labels")
     img = encode_images(model, args.images, progress=False)
     txt = _encode_texts(model, tokenizer, labels)
-    logits = MAX_LOGIT_SCALE * img @ txt.T     # the released models' learned scale sits at the clamp
+    scale = min(float(np.exp(backend.to_numpy(model.logit_scale.data))), MAX_LOGIT_SCALE)
+    logits = scale * img @ txt.T               # as CLIP.forward: the model's learnt exp(t), clamped at 100
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     for path, p in zip(args.images, probs):
@@ -287,7 +290,7 @@ def _add_eval_data_args(p):
     p.add_argument("--data", help="image folder (zeroshot/linear-probe: root/CLASS/IMAGE) or CSV (retrieval)")
     p.add_argument("--cifar10", help="folder with CIFAR-10 python batches (test_batch, batches.meta)")
     p.add_argument("--key", default="all", choices=["all", "shape", "colour", "pair"], help="Shapes attribute")
-    p.add_argument("--size", type=int, default=512, help="Shapes images per split")
+    p.add_argument("--size", type=int, default=TrainConfig.eval_size, help="Shapes images per split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the results to this JSON file")
 
@@ -312,9 +315,9 @@ def build_parser():
             q.add_argument("--templates", help="'|'-separated prompt templates with {}, e.g. 'a photo of a {}.', "
                                                "or 'cifar10' for the paper's 18 CIFAR-10 templates")
         if task == "retrieval":
-            q.add_argument("--csv-img-key", default="filepath")
-            q.add_argument("--csv-caption-key", default="title")
-            q.add_argument("--csv-separator", default="\t")
+            q.add_argument("--csv-img-key", default=data.CSV_IMG_KEY)
+            q.add_argument("--csv-caption-key", default=data.CSV_CAPTION_KEY)
+            q.add_argument("--csv-separator", default=data.CSV_SEPARATOR)
         q.set_defaults(func=cmd_eval)
 
     c = sub.add_parser("classify", help="zero-shot classify images among the given labels")
@@ -353,7 +356,7 @@ def build_parser():
     x.set_defaults(func=cmd_export)
 
     info = sub.add_parser("info", help="show backend, device and BLAS")
-    info.add_argument("--backend", choices=["numpy", "cupy"], help="backend to report on")
+    info.add_argument("--backend", choices=backend.NAMES, help="backend to report on")
     info.set_defaults(func=cmd_info)
     return p
 

@@ -8,10 +8,7 @@ plain versions, written with Tensor ops, that the fast Functions are tested agai
 
 from . import backend
 from .autograd import Function, Tensor, concat, stack
-
-
-def _xp(x):
-    return backend.get_array_module(x)
+from .backend import get_array_module
 
 
 def _channel_sum(x):
@@ -20,13 +17,13 @@ def _channel_sum(x):
     axes (0, 2, 3) walks the array in short pieces."""
     N, C = x.shape[:2]
     x3 = x.reshape(N, C, -1)                                   # (N, C, H*W)
-    return (x3 @ _xp(x).ones(x3.shape[2], x.dtype)).sum(0)
+    return (x3 @ get_array_module(x).ones(x3.shape[2], x.dtype)).sum(0)
 
 
 def _channel_dot(a, b):
     """Per-channel sum of a * b for a, b (N, C, ...) -> (C,), without the product array."""
     N, C = a.shape[:2]
-    return _xp(a).einsum("ncp,ncp->c", a.reshape(N, C, -1), b.reshape(N, C, -1))
+    return get_array_module(a).einsum("ncp,ncp->c", a.reshape(N, C, -1), b.reshape(N, C, -1))
 
 
 def batch_norm_simple(x, weight, bias, eps=1e-5):
@@ -53,7 +50,7 @@ class BatchNorm(Function):
         self.training, self.momentum, self.eps = training, momentum, eps
 
     def forward(self, x, w, b):
-        xp = _xp(x)
+        xp = get_array_module(x)
         self.shape = shape = (1, -1) + (1,) * (x.ndim - 2)  # broadcast per-channel vectors
         self.n = n = x.size // x.shape[1]                    # elements per channel
         if self.training:
@@ -82,7 +79,7 @@ class BatchNorm(Function):
             return g * self.scale, gw, gb
         # gx = w rstd (g - mean(g) - xhat mean(g xhat)); gx is ours, so the steps run in place
         gx = self.xc * (gw * self.rstd / self.n).reshape(self.shape)   # xhat mean(g xhat)
-        _xp(g).subtract(g, gx, out=gx)
+        get_array_module(g).subtract(g, gx, out=gx)
         gx -= (gb / self.n).reshape(self.shape)
         gx *= self.scale
         return gx, gw, gb
@@ -98,7 +95,7 @@ def _pad_simple(x, p):
     """Tensor x (N, C, H, W) with p zeros on each side of H and W, by concatenation."""
     if p == 0:
         return x
-    xp = _xp(x)
+    xp = get_array_module(x)
     N, C, H, W = x.shape
     rows = Tensor(xp.zeros((N, C, p, W), x.dtype))
     x = concat([rows, x, rows], axis=2)
@@ -136,7 +133,7 @@ def conv2d_simple(x, weight, bias=None, stride=1, padding=0):
 def _windows(x, kh, kw, stride):
     """Strided view (C, kh, kw, N, Ho, Wo) of every kernel window of x (N, C, H, W); no copy.
     view[c, i, j, n, y, x] = x[n, c, stride * y + i, stride * x + j]."""
-    xp = _xp(x)
+    xp = get_array_module(x)
     N, C, H, W = x.shape
     Ho, Wo = (H - kh) // stride + 1, (W - kw) // stride + 1
     sN, sC, sH, sW = x.strides
@@ -147,7 +144,7 @@ def _windows(x, kh, kw, stride):
 def _windows_channels_last(x, kh, kw, stride, p):
     """Strided view (N, Ho, Wo, kh, kw, C) of every kernel window of x (N, C, H, W), zero-padded by p,
     over one channels-last copy of x (the transpose and the padding in a single copy)."""
-    xp = _xp(x)
+    xp = get_array_module(x)
     N, C, H, W = x.shape
     xl = xp.zeros((N, H + 2 * p, W + 2 * p, C), x.dtype)
     xl[:, p:p + H, p:p + W] = x.transpose(0, 2, 3, 1)
@@ -162,7 +159,7 @@ def _pad(x, p):
     if p == 0:
         return x
     N, C, H, W = x.shape
-    out = _xp(x).zeros((N, C, H + 2 * p, W + 2 * p), x.dtype)
+    out = get_array_module(x).zeros((N, C, H + 2 * p, W + 2 * p), x.dtype)
     out[:, :, p:p + H, p:p + W] = x
     return out
 
@@ -170,7 +167,7 @@ def _pad(x, p):
 def _col2im(gcols, x_shape, stride, pad):
     """Adjoint of _windows: add window gradients (C, kh, kw, N, Ho, Wo) back onto the image (N, C, H, W).
     One loop step per kernel offset (kh * kw steps), never per pixel."""
-    xp = _xp(gcols)
+    xp = get_array_module(gcols)
     N, C, H, W = x_shape
     _, kh, kw, _, Ho, Wo = gcols.shape
     gx = xp.zeros((C, N, H + 2 * pad, W + 2 * pad), gcols.dtype)     # channels first, as gcols
@@ -189,7 +186,7 @@ def _channels_last(x_shape):
 def _im2col_conv(x, W, stride, padding):
     """x (N, C, H, W) and W (O, C, kh, kw) -> (y (N, O, Ho, Wo), cols): cols (C*kh*kw, N*Ho*Wo), or
     (N*Ho*Wo, kh*kw*C) when _channels_last(x.shape)."""
-    xp = _xp(x)
+    xp = get_array_module(x)
     O, C, kh, kw = W.shape
     N = x.shape[0]
     if _channels_last(x.shape):
@@ -239,7 +236,7 @@ class Conv2d(Function):
         return y
 
     def backward(self, g):
-        xp = _xp(g)
+        xp = get_array_module(g)
         O, C, kh, kw = self.W.shape
         N, _, Ho, Wo = g.shape
         s, p = self.stride, self.padding
@@ -291,7 +288,7 @@ class AvgPool2d(Function):
         x = _pad(x, self.padding)
         N, C, H, W = x.shape
         Ho, Wo = (H - k) // s + 1, (W - k) // s + 1
-        y = _xp(x).zeros((N, C, Ho, Wo), x.dtype)
+        y = get_array_module(x).zeros((N, C, Ho, Wo), x.dtype)
         for i in range(k):
             for j in range(k):
                 y += x[:, :, i:i + s * Ho:s, j:j + s * Wo:s]  # every window's (i, j) element
@@ -306,7 +303,7 @@ class AvgPool2d(Function):
         # the common case, windows that tile the image (k == s): each pixel gets exactly one share, so the
         # slices are written into uninitialised memory instead of added onto zeros
         tiles = k == s and p == 0 and H % k == 0 and W % k == 0
-        xp = _xp(g)
+        xp = get_array_module(g)
         gx = (xp.empty if tiles else xp.zeros)((N, C, H + 2 * p, W + 2 * p), g.dtype)
         for i in range(k):
             for j in range(k):

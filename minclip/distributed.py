@@ -19,6 +19,8 @@ import os
 import sys
 import time
 
+import numpy as np
+
 from . import backend
 from .autograd import Function
 
@@ -93,7 +95,6 @@ def _wait(request, what, timeout=None):
 # ----------------------------------------------------------------------------- host staging / NCCL
 def _host(a):
     """A contiguous host array for MPI (a copy from the GPU under CuPy; see _nccl for the direct path)."""
-    import numpy as np
     return np.array(backend.to_numpy(a), order="C")  # a private C-contiguous copy MPI may write to
 
 
@@ -158,7 +159,6 @@ def allgather(a, what="Allgather"):
         _nccl().allGather(a.data.ptr, out.data.ptr, a.size, _nccl_dtype(a), stream.ptr)
         stream.synchronize()
         return out
-    import numpy as np
     send = _host(a)
     recv = np.empty((k * send.shape[0],) + send.shape[1:], send.dtype)
     _wait(comm().Iallgather(send, recv), what)
@@ -178,7 +178,6 @@ def reduce_scatter_sum(a, what="Reduce_scatter"):
         _nccl().reduceScatter(a.data.ptr, out.data.ptr, out.size, _nccl_dtype(a), nccl.NCCL_SUM, stream.ptr)
         stream.synchronize()
         return out
-    import numpy as np
     from mpi4py import MPI
     send = _host(a)
     recv = np.empty((n,) + send.shape[1:], send.dtype)
@@ -209,8 +208,8 @@ def all_gather(x):
 def average_gradients(params, bucket_bytes=BUCKET_BYTES):
     """Replace each `p.grad` by its mean over ranks, one Allreduce per bucket of ~bucket_bytes.
 
-    Gradients are packed into flat float32 buffers (parameters of other dtypes into buffers of their
-    own dtype), so a model with ~100 parameter tensors costs a handful of calls, not 100."""
+    Gradients are packed into flat buffers, one dtype per buffer, so a model with ~100 parameter tensors
+    costs a handful of calls, not 100."""
     k = world_size()
     if k == 1:
         return
@@ -238,7 +237,6 @@ def average_scalar(value):
     """Mean of a float over ranks (the logged loss; and a NaN on any rank is a NaN on all)."""
     if world_size() == 1:
         return value
-    import numpy as np
     return float(allreduce_sum(np.array([value], np.float64), "Allreduce of the loss value")[0]) / world_size()
 
 
@@ -246,7 +244,6 @@ def broadcast_model(model):
     """Copy rank 0's parameters and buffers (BatchNorm running statistics) to every rank, in place."""
     if world_size() == 1:
         return
-    import numpy as np
     state = model.state_dict()  # host copies
     for i, key in enumerate(sorted(state)):
         buf = np.array(state[key], order="C")  # a C-contiguous copy; unlike ascontiguousarray it keeps 0-d shape

@@ -25,11 +25,12 @@ from tqdm.auto import tqdm
 from . import backend, data
 from . import functional as F
 from .autograd import Tensor, enable_grad, no_grad
-from .loss import MAX_LOGIT_SCALE
 from .nn import Parameter
 from .optim import Adam
 from .plots import plot_confusion, plot_similarity
 from .tokenizer import token_lengths, tokenizer_for
+
+EVAL_BATCH_SIZE = 256  # images or texts per forward pass when evaluating (no graph is kept: memory allows more)
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -136,7 +137,7 @@ def text_tokenize_fn(model, tokenizer=None, texts=()):
     return lambda batch: tokenizer(batch, context_length=model.context_length, truncate=True)
 
 
-def zero_shot_classifier(model, classnames, templates, tokenize_fn=None, batch_size=256, tokenizer=None):
+def zero_shot_classifier(model, classnames, templates, tokenize_fn=None, batch_size=EVAL_BATCH_SIZE, tokenizer=None):
     """Class embeddings from prompts, with prompt ensembling (Section 3.1.4).
 
     For each class c: w_c = normalise(mean_t normalise(encode_text(template_t.format(c)))).
@@ -185,9 +186,8 @@ def zero_shot_scores(image_features, labels, classifier, topk=(1, 5)):
     classifier = backend.to_numpy(classifier).astype(np.float32)
     labels = backend.to_numpy(labels).astype(np.int64)
     n_classes = classifier.shape[1]
-    # CLIP multiplies cosine similarities by its learned logit scale (at the clamp, 100, for the released
-    # models); a positive scale never changes the argmax, so any accuracy is the same without it.
-    logits = MAX_LOGIT_SCALE * feats @ classifier                     # (N, C)
+    # cosine similarities: CLIP multiplies them by its learnt logit scale, which changes no ranking
+    logits = feats @ classifier                                       # (N, C)
     preds = logits.argmax(axis=1)
     confusion = np.zeros((n_classes, n_classes), np.int64)           # rows: true class, columns: predicted
     np.add.at(confusion, (labels, preds), 1)
@@ -393,7 +393,7 @@ class ShapesLabels:
         return self.shapes[i][0], int(self.labels[i])
 
 
-def shapes_zeroshot(model, evals, tokenizer=None, batch_size=256, details=None):
+def shapes_zeroshot(model, evals, tokenizer=None, batch_size=EVAL_BATCH_SIZE, details=None):
     """Zero-shot top-1 on Shapes: shape and colour on the val split, and colour-shape pairs on
     the held-out split, whose pairs never appear together in training (Section 3.1 style prompts).
     evals: {"val": Shapes, "heldout": Shapes}. Each split is encoded once.

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import backend
 from .autograd import Function, sum_to
+from .backend import get_array_module
 
 # softmax, cross-entropy and attention live in softmax.py; batch norm, convolution and pooling in conv.py
 from .conv import (  # noqa: F401
@@ -52,10 +53,6 @@ __all__ = [
 ]
 
 
-def _xp(x):
-    return backend.get_array_module(x)
-
-
 # ----------------------------------------------------------------------------- linear
 def linear_simple(x, weight, bias=None):
     """y = x weight^T + bias, from Tensor ops. x (..., in), weight (out, in), bias (out,) -> (..., out)."""
@@ -93,7 +90,7 @@ def linear(x, weight, bias=None):
 # ----------------------------------------------------------------------------- activations
 class ReLU(Function):
     def forward(self, x):
-        self.y = _xp(x).maximum(x, 0)
+        self.y = get_array_module(x).maximum(x, 0)
         return self.y
 
     def backward(self, g):
@@ -109,7 +106,7 @@ class GELU(Function):
         self.approximate = approximate
 
     def forward(self, x):
-        xp = _xp(x)
+        xp = get_array_module(x)
         self.x = x
         if self.approximate == "tanh":
             self.t = xp.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))
@@ -122,13 +119,13 @@ class GELU(Function):
         if self.approximate == "tanh":
             dt = (1 - self.t ** 2) * math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * x ** 2)
             return g * (0.5 * (1 + self.t) + 0.5 * x * dt)
-        pdf = _xp(x).exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+        pdf = get_array_module(x).exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
         return g * (self.cdf + x * pdf)
 
 
 def _sigmoid(x):
     # 0.5 * (1 + tanh(x / 2)) equals 1 / (1 + exp(-x)) but never overflows
-    return 0.5 * (1 + _xp(x).tanh(0.5 * x))
+    return 0.5 * (1 + get_array_module(x).tanh(0.5 * x))
 
 
 class Sigmoid(Function):
@@ -152,7 +149,7 @@ class QuickGELU(Function):
     costs a full pass over memory. The sigmoid is 1 / (1 + exp(-1.702 x)), exp being cheaper than tanh;
     where exp overflows to inf the quotient is the right limit, 0, so that warning is silenced."""
     def forward(self, x):
-        xp = _xp(x)
+        xp = get_array_module(x)
         s = xp.multiply(x, -1.702, out=xp.empty_like(x))
         with np.errstate(over="ignore"):
             xp.exp(s, out=s)
@@ -195,7 +192,7 @@ class LayerNorm(Function):
         self.eps = eps
 
     def forward(self, x, w, b):
-        xp = _xp(x)
+        xp = get_array_module(x)
         self.x_dtype = x.dtype
         x = x.astype(xp.promote_types(x.dtype, np.float32), copy=False)
         mean = x @ xp.full(x.shape[-1], 1 / x.shape[-1], x.dtype)     # row means as a matrix-vector product
@@ -217,7 +214,7 @@ class LayerNorm(Function):
         gw = sum_to(t, self.w.shape)
         gb = sum_to(g, self.w.shape)
         gxhat -= gxhat_mean                                             # gx = rstd (gxhat - mean - xhat proj)
-        _xp(g).multiply(self.xhat, proj, out=t)
+        get_array_module(g).multiply(self.xhat, proj, out=t)
         gxhat -= t
         gxhat *= self.rstd
         return gxhat.astype(self.x_dtype, copy=False), gw, gb
@@ -237,14 +234,15 @@ class Embedding(Function):
         ids = self.ids
         if ids.dtype.kind not in "iu":
             raise ValueError(f"embedding: ids must be integers, got {ids.dtype}")
-        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= W.shape[0]):
-            raise ValueError(f"embedding: ids must lie in [0, {W.shape[0]}) (the vocabulary size), "
-                             f"got min {int(ids.min())} max {int(ids.max())}")
+        lo, hi = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
+        if lo < 0 or hi >= W.shape[0]:  # the one range check of token ids (encode_text relies on it)
+            raise ValueError(f"embedding: token ids must lie in [0, {W.shape[0]}); got max id {hi} (min {lo}) "
+                             f"but vocab_size is {W.shape[0]}")
         self.W_shape = W.shape
         return W[ids]
 
     def backward(self, g):
-        gW = _xp(g).zeros(self.W_shape, g.dtype)
+        gW = get_array_module(g).zeros(self.W_shape, g.dtype)
         backend.scatter_add(gW, self.ids.reshape(-1), g.reshape(-1, self.W_shape[1]))  # repeated ids add up
         return gW
 
@@ -260,7 +258,7 @@ class L2Normalize(Function):
         self.axis, self.eps = axis, eps
 
     def forward(self, x):
-        xp = _xp(x)
+        xp = get_array_module(x)
         self.norm = xp.sqrt((x * x).sum(self.axis, keepdims=True))
         self.denom = xp.maximum(self.norm, self.eps)
         self.y = x / self.denom

@@ -1,4 +1,4 @@
-"""An image-embedding index for text-to-image search (the paper's retrieval demo, Sec. 3.1.4 / Table 13).
+"""An image-embedding index for text-to-image search (the paper's image-text retrieval, Table 13).
 
     index = build_index(model, "photos/")             # encodes every image once, caches the result
     text = model.encode_text(minclip.tokenize(["a dog playing in the snow"]))

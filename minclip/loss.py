@@ -77,7 +77,7 @@ def clip_loss(image_features, text_features, logit_scale, return_logits=False):
                          "has a single entry and the contrastive loss is identically zero. Use n >= 2.")
     t = logit_scale if isinstance(logit_scale, Tensor) else as_tensor(float(logit_scale),
                                                                       like=backend.unwrap(image_features))
-    xp = backend.get_array_module(backend.unwrap(image_features))
+    xp = backend.get_array_module(image_features)
 
     I_e = F.l2_normalize(image_features, axis=1)           # I_e = l2_normalize(np.dot(I_f, W_i), axis=1)
     T_e = F.l2_normalize(text_features, axis=1)            # T_e = l2_normalize(np.dot(T_f, W_t), axis=1)
@@ -106,7 +106,7 @@ def clip_loss_global(image_features, text_features, logit_scale):
     n = image_features.shape[0]
     t = logit_scale if isinstance(logit_scale, Tensor) else as_tensor(float(logit_scale),
                                                                       like=backend.unwrap(image_features))
-    xp = backend.get_array_module(backend.unwrap(image_features))
+    xp = backend.get_array_module(image_features)
 
     I_e = F.l2_normalize(image_features, axis=1)           # I_e = l2_normalize(np.dot(I_f, W_i), axis=1)  [n, d_e]
     T_e = F.l2_normalize(text_features, axis=1)            # T_e = l2_normalize(np.dot(T_f, W_t), axis=1)  [n, d_e]

@@ -124,14 +124,14 @@ class Module:
     def to(self, target):
         """Move parameters, gradients and buffers to a backend ("numpy" or "cupy"), or cast the
         floating ones to a dtype. The default backend for new arrays stays as it is (see backend.py)."""
-        if isinstance(target, str) and target.lower() in ("numpy", "cupy"):
+        if isinstance(target, str) and target.lower() in backend.NAMES:
             xp = backend.array_module(target)  # raises BackendError before anything has moved
             move = backend.to_numpy if xp is np else xp.asarray
         else:
             try:
                 dtype = np.dtype(target)
             except TypeError:
-                raise ValueError(f"Module.to: {target!r} is neither a backend ('numpy', 'cupy') "
+                raise ValueError(f"Module.to: {target!r} is neither a backend {backend.NAMES} "
                                  "nor a dtype (np.float32, 'float64', ...)") from None
 
             def move(a):
@@ -316,7 +316,7 @@ class MultiheadAttention(Module):
     in_proj_bias (3E,), out_proj), so torch checkpoints load as they are.
 
     forward(query (N, Lq, E), key=None, value=None, attn_mask=None) -> (N, Lq, E); batch first.
-    key/value default to query (self-attention); attn_mask is additive, (Lq, Lk).
+    key defaults to query and value to key (self-attention); attn_mask is additive, (Lq, Lk).
     """
     def __init__(self, embed_dim, num_heads):
         if embed_dim % num_heads:

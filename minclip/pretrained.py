@@ -30,7 +30,6 @@ from collections import OrderedDict
 import numpy as np
 
 from .backend import default_dtype
-from .data import clip_preprocess
 from .model import build_model
 from .tokenizer import cache_dir
 
@@ -360,6 +359,7 @@ def load(name_or_path, backend=None, dtype=None):
         model.to(backend)  # moves the weights; the process-wide default backend stays as it is
     if dtype == np.float16:
         model.to(np.float16)
+    from .data import clip_preprocess  # here: `import minclip` needs neither PIL nor the data package
     return model, clip_preprocess(model.visual.input_resolution)
 
 

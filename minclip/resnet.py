@@ -7,9 +7,10 @@ average pooling layer with an attention pooling mechanism."
 
 In code (names and state_dict keys as OpenAI's clip/model.py):
 - ResNet-D stem: three 3x3 convolutions instead of one 7x7, then an average pool.
-- Anti-aliasing: every convolution has stride 1; where a block downsamples, a
-  2x2 average pool (the rect-2 blur) comes before conv3 and before the 1x1
-  shortcut convolution.
+- Anti-aliasing: every convolution of a Bottleneck has stride 1 (the stem's first
+  convolution is the only one with stride 2); where a block downsamples, a 2x2
+  average pool (the rect-2 blur) comes before conv3 and before the 1x1 shortcut
+  convolution.
 - AttentionPool2d: one multi-head attention layer whose query is the mean of
   the final feature map, instead of global average pooling.
 """

@@ -11,10 +11,7 @@ import numpy as np
 
 from . import backend
 from .autograd import Function, sum_to
-
-
-def _xp(x):
-    return backend.get_array_module(x)
+from .backend import get_array_module
 
 
 def _swap_last(t):
@@ -40,7 +37,7 @@ class Softmax(Function):
 
     def forward(self, x):
         y = x - x.max(axis=self.axis, keepdims=True)          # shift for stability
-        _xp(x).exp(y, out=y)
+        get_array_module(x).exp(y, out=y)
         y /= y.sum(axis=self.axis, keepdims=True)
         self.y = y
         return y
@@ -63,7 +60,7 @@ def log_softmax_simple(x, axis=-1):
 def _log_softmax(x, axis):
     """The one log-softmax on raw arrays, shared by LogSoftmax and CrossEntropy."""
     y = x - x.max(axis=axis, keepdims=True)
-    y -= _xp(x).log(_xp(x).exp(y).sum(axis=axis, keepdims=True))
+    y -= get_array_module(x).log(get_array_module(x).exp(y).sum(axis=axis, keepdims=True))
     return y
 
 
@@ -77,7 +74,7 @@ class LogSoftmax(Function):
         return self.y
 
     def backward(self, g):
-        return g - _xp(g).exp(self.y) * g.sum(axis=self.axis, keepdims=True)
+        return g - get_array_module(g).exp(self.y) * g.sum(axis=self.axis, keepdims=True)
 
 
 def log_softmax(x, axis=-1): return LogSoftmax(axis)(x)
@@ -85,7 +82,7 @@ def log_softmax(x, axis=-1): return LogSoftmax(axis)(x)
 
 def cross_entropy_simple(logits, labels):
     """-mean_n log softmax(logits_n)[labels_n]: logits (N, C) float, labels (N,) int -> scalar."""
-    rows = _xp(backend.unwrap(labels)).arange(len(labels))
+    rows = get_array_module(backend.unwrap(labels)).arange(len(labels))
     return -log_softmax_simple(logits, 1)[rows, backend.unwrap(labels)].mean()
 
 
@@ -106,10 +103,10 @@ class CrossEntropy(Function):
             raise ValueError(f"cross_entropy: labels must lie in [0, {logits.shape[1]}), "
                              f"got min {int(labels.min())} max {int(labels.max())}")
         self.logp = _log_softmax(logits, 1)
-        return -self.logp[_xp(logits).arange(len(labels)), labels].mean()
+        return -self.logp[get_array_module(logits).arange(len(labels)), labels].mean()
 
     def backward(self, g):
-        xp = _xp(g)
+        xp = get_array_module(g)
         n = len(self.labels)
         gx = xp.exp(self.logp)  # softmax - onehot
         gx[xp.arange(n), self.labels] -= 1
@@ -145,7 +142,7 @@ class ScaledDotProductAttention(Function):
         if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
             raise ValueError(f"attention: q {q.shape}, k {k.shape}, v {v.shape} need q/k to share the last "
                              "dim and k/v the second-to-last")
-        xp = _xp(q)
+        xp = get_array_module(q)
         self.scale = 1 / math.sqrt(q.shape[-1])
         s = (q * self.scale) @ k.swapaxes(-1, -2)                  # (..., Lq, Lk), a new array
         if self.mask is not None:
@@ -163,7 +160,7 @@ class ScaledDotProductAttention(Function):
         attn, q, k, v = self.attn, self.q, self.k, self.v
         gv = sum_to(attn.swapaxes(-1, -2) @ g, v.shape)
         gs = g @ v.swapaxes(-1, -2)                                # d/d attn, then in place d/d scores
-        gs -= _xp(g).einsum("...k,...k->...", gs, attn)[..., None]  # row sums of gs * attn, no product array
+        gs -= get_array_module(g).einsum("...k,...k->...", gs, attn)[..., None]  # row sums of gs * attn, in one pass
         gs *= attn
         gs *= self.scale
         return sum_to(gs @ k, q.shape), sum_to(gs.swapaxes(-1, -2) @ q, k.shape), gv

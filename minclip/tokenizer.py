@@ -18,10 +18,12 @@ import html
 import importlib.util
 import os
 
-import ftfy
 import numpy as np
 import regex as re
 
+# The vocabulary: 256 byte symbols, the same 256 ending a word ("</w>"), one id per merge, then SOT and EOT.
+BYTE_SYMBOLS, SPECIAL_TOKENS = 2 * 256, 2
+BASE_VOCAB_SIZE = BYTE_SYMBOLS + SPECIAL_TOKENS  # 514: the ids of a tokenizer with no merges
 # OpenAI keeps merges[1 : 49152 - 256 - 2 + 1]: 48,894 merges, so 256 + 256 + 48,894 + 2 = 49,408 ids.
 MAX_MERGES = 49152 - 256 - 2
 SOT, EOT = "<|startoftext|>", "<|endoftext|>"
@@ -30,7 +32,7 @@ SOT, EOT = "<|startoftext|>", "<|endoftext|>"
 # Whitespace matches nothing, so it is dropped; decode() puts a space after every word instead.
 PATTERN = re.compile(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
                      re.IGNORECASE)
-OPENAI_VOCAB_SIZE = 512 + MAX_MERGES + 2  # 49,408: the vocabulary of every released CLIP
+OPENAI_VOCAB_SIZE = BASE_VOCAB_SIZE + MAX_MERGES  # 49,408: the vocabulary of every released CLIP
 _OPENAI_FILE = "bpe_simple_vocab_16e6.txt.gz"
 _SHAPES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpe_shapes.txt.gz")
 
@@ -57,6 +59,7 @@ def bytes_to_unicode():
 
 def basic_clean(text):
     """Repair mojibake (ftfy) and HTML entities (twice, for "&amp;lt;"-style double escapes)."""
+    import ftfy  # here, not at the top: it takes longer to import than the rest of minclip's text code
     text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text))
     return text.strip()
@@ -163,12 +166,12 @@ class SimpleTokenizer:
 
     Vocabulary (ids in this order, exactly as OpenAI builds it): the 256 byte characters, the same
     256 with "</w>" appended (a word ending in that byte), one entry per merge (the two symbols
-    joined), then "<|startoftext|>" and "<|endoftext|>". So vocab_size = 512 + n_merges + 2.
+    joined), then "<|startoftext|>" and "<|endoftext|>". So vocab_size = BASE_VOCAB_SIZE (514) + n_merges.
 
     bpe_path: a merges file (default: default_bpe_path("auto")), or merges: a list of (str, str) pairs
     in rank order, e.g. from learn_merges or a checkpoint. trained_length: the longest token row
     (SOT and EOT included) the model was trained on, if known; prompts longer than it reach
-    positions whose embeddings never learnt anything (tokenize warns).
+    positions whose embeddings never learnt anything (evaluate.text_tokenize_fn warns about such prompts).
     Attributes: encoder {str: int}, decoder {int: str}, bpe_ranks {(str, str): rank}, merges,
     byte_encoder {int: str}, byte_decoder {str: int}, sot_token, eot_token (ints), vocab_size.
     """
@@ -261,7 +264,7 @@ class SimpleTokenizer:
 def _merge_word(word, pair):
     """Replace every non-overlapping occurrence of `pair`, left to right: tuple -> tuple.
 
-    Shared by SimpleTokenizer.bpe and train_bpe so that training and encoding segment a word the
+    Shared by SimpleTokenizer.bpe and learn_merges so that training and encoding segment a word the
     same way, e.g. ("l", "l", "l") with ("l", "l") -> ("ll", "l").
     """
     first, second = pair
@@ -293,17 +296,17 @@ def _word_counts(texts, byte_encoder):
 def learn_merges(texts, vocab_size):
     """Learn byte-level BPE merges from captions: list of (str, str) pairs in rank order.
 
-    texts: iterable of str. vocab_size: total ids wanted = 512 + n_merges + 2 (so >= 514).
+    texts: iterable of str. vocab_size: total ids wanted = BASE_VOCAB_SIZE (514) + n_merges.
     Uses the tokenizer's own cleaning, pre-tokenisation, byte table and "</w>" convention, so the
     merges apply directly in SimpleTokenizer. Sennrich et al.'s algorithm on word counts: merge the
     most frequent adjacent pair (ties: the lexicographically smallest pair, for determinism) until
     vocab_size is reached or every word is a single symbol.
     """
-    if vocab_size < 514:
-        raise ValueError(f"learn_merges: vocab_size must be >= 514 (256 bytes + 256 bytes with </w> + "
+    if vocab_size < BASE_VOCAB_SIZE:
+        raise ValueError(f"learn_merges: vocab_size must be >= {BASE_VOCAB_SIZE} (256 bytes + 256 bytes with </w> + "
                          f"<|startoftext|> + <|endoftext|>), got {vocab_size}")
-    if vocab_size > MAX_MERGES + 514:
-        raise ValueError(f"learn_merges: vocab_size must be <= {MAX_MERGES + 514} (SimpleTokenizer reads at most "
+    if vocab_size > OPENAI_VOCAB_SIZE:
+        raise ValueError(f"learn_merges: vocab_size must be <= {OPENAI_VOCAB_SIZE} (SimpleTokenizer reads at most "
                          f"{MAX_MERGES} merges, like OpenAI's), got {vocab_size}")
     if isinstance(texts, str):
         texts = [texts]
@@ -320,7 +323,7 @@ def learn_merges(texts, vocab_size):
             where.setdefault(p, set()).add(i)
 
     merges = []
-    while len(merges) < vocab_size - 514 and pair_counts:
+    while len(merges) < vocab_size - BASE_VOCAB_SIZE and pair_counts:
         best = min(pair_counts, key=lambda p: (-pair_counts[p], p))  # most frequent, then smallest
         merges.append(best)
         for i in sorted(where.pop(best)):

@@ -25,12 +25,15 @@ from tqdm.auto import tqdm
 from . import backend, data
 from . import distributed as dist
 from .checkpoint import CheckpointError, checkpoint_tokenizer, read_checkpoint, read_weights, save_checkpoint
-from .evaluate import encode_dataset, retrieval_metrics, shapes_plots, shapes_zeroshot
+from .evaluate import EVAL_BATCH_SIZE, encode_dataset, retrieval_metrics, shapes_plots, shapes_zeroshot
 from .loss import MAX_LOGIT_SCALE, clip_loss_global
 from .model import create_model
 from .optim import AdamW, CosineSchedule, clip_grad_norm_, param_groups_for_clip
 from .plots import plot_curves
 from .tokenizer import OPENAI_VOCAB_SIZE, SimpleTokenizer, get_tokenizer, learn_merges, token_lengths, write_merges
+
+SHAPES_PAIRS = 16384  # Shapes training pairs per epoch, the default
+PAIRS_PER_RUN = 6 * SHAPES_PAIRS  # what --epochs 0 aims for: the default run, 6 epochs of Shapes
 
 
 def _opt(default, help, **argparse_kw):
@@ -45,17 +48,18 @@ class TrainConfig:
                         choices=["shapes", "csv"])
     train_data: str = _opt(None, "CSV of image paths and captions (--dataset csv)")
     val_data: str = _opt(None, "CSV for retrieval evaluation after each epoch (--dataset csv)")
-    csv_img_key: str = _opt("filepath", "CSV column holding image paths")
-    csv_caption_key: str = _opt("title", "CSV column holding captions")
-    csv_separator: str = _opt("\t", "CSV field separator (open_clip's default is a tab)")
+    csv_img_key: str = _opt(data.CSV_IMG_KEY, "CSV column holding image paths")
+    csv_caption_key: str = _opt(data.CSV_CAPTION_KEY, "CSV column holding captions")
+    csv_separator: str = _opt(data.CSV_SEPARATOR, "CSV field separator (open_clip's default is a tab)")
     tokenizer: str = _opt(None, "BPE merges: learnt on the training captions unless 'openai', 'shapes' or a "
                                 "merges file is named (a model with OpenAI's vocabulary uses 'openai')")
     context_length: int = _opt(0, "caption tokens per training example; 0: the longest training caption, "
                                   "capped at the model's context length")
-    train_size: int = _opt(16384, "Shapes training pairs per epoch")
+    train_size: int = _opt(SHAPES_PAIRS, "Shapes training pairs per epoch")
     eval_size: int = _opt(512, "Shapes images per zero-shot evaluation split")
-    epochs: int = _opt(0, "passes over the training set; 0: enough to see about 100,000 pairs (6 for Shapes' "
-                          "16,384), so a small dataset gets as many steps as a large one")
+    epochs: int = _opt(0, f"passes over the training set; 0: enough to see about {PAIRS_PER_RUN:,} pairs "
+                          f"({PAIRS_PER_RUN // SHAPES_PAIRS} for Shapes' {SHAPES_PAIRS:,}), so a small dataset gets "
+                          "as many steps as a large one")
     batch_size: int = _opt(128, "pairs per step; the loss contrasts each pair with the other B-1")
     lr: float = _opt(1e-3, "peak learning rate (small models take larger steps than the paper's 5e-4)")
     wd: float = _opt(0.1, "AdamW decoupled weight decay (not on gains, biases, embeddings, logit_scale)")
@@ -64,7 +68,7 @@ class TrainConfig:
     cache_gb: float = _opt(2.0, "keep decoded, preprocessed training images in memory up to this many GB; 0: off")
     seed: int = _opt(0, "one seed fixes init, data order and hence the whole run")
     workers: int = _opt(2, "background threads preparing batches")
-    backend: str = _opt("numpy", "numpy (CPU) or cupy (GPU)", choices=["numpy", "cupy"])
+    backend: str = _opt("numpy", "numpy (CPU) or cupy (GPU)", choices=backend.NAMES)
     logs: str = _opt("logs", "parent folder of run folders")
     name: str = _opt(None, "run folder name; default: model-dataset-timestamp")
     resume: str = _opt(None, "checkpoint to continue from (same config)")
@@ -74,9 +78,6 @@ class TrainConfig:
     log_every: int = _opt(10, "steps between metrics.jsonl lines")
     progress: bool = _opt(True, "tqdm progress bars and per-epoch lines")
     blas_threads: int = _opt(0, "BLAS threads per process; 0: cores // processes (docs/distributed.md)", metavar="N")
-
-
-PAIRS_PER_RUN = 6 * 16384  # what --epochs 0 aims for: the default Shapes run, 6 epochs of 16,384 pairs
 
 
 class TrainingDiverged(RuntimeError):
@@ -198,7 +199,7 @@ def evaluate_during_training(model, tokenizer, evals, cfg, details):
     """Zero-shot accuracies on Shapes, or image<->text retrieval on the --val-data CSV."""
     if cfg.dataset == "shapes":
         return shapes_zeroshot(model, evals, tokenizer, details=details)
-    loader = data.DataLoader(evals["val"], batch_size=256,
+    loader = data.DataLoader(evals["val"], batch_size=EVAL_BATCH_SIZE,
                              tokenize_fn=lambda texts: tokenizer(texts, tokenizer.trained_length))
     image_features, text_features = encode_dataset(model, loader, what="both", progress=False)
     return {f"retrieval/{k}": v for k, v in retrieval_metrics(image_features, text_features).items()}

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("nbgrader")
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]

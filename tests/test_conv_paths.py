@@ -4,6 +4,7 @@ convolution and col2im); AvgPool2d's tiling and general backward; BatchNorm's fo
 Gradient checks, agreement between paths, and PyTorch parity (skipped without torch)."""
 import numpy as np
 import pytest
+from torch_reference import require
 
 from minclip import backend
 from minclip import functional as F
@@ -109,7 +110,7 @@ def test_batch_norm_float32_large_mean():
 # ----------------------------------------------------------------------------- parity with PyTorch
 def torch_grads(fn, *arrays):
     """Values and gradients of sum(fn(*tensors) * w) in PyTorch, w a fixed random array."""
-    torch = pytest.importorskip("torch")
+    torch = require()
     ts = [torch.tensor(a, requires_grad=True) for a in arrays]
     y = fn(*ts)
     w = torch.tensor(np.random.default_rng(9).standard_normal(tuple(y.shape)))
@@ -137,21 +138,21 @@ def test_conv2d_matches_torch(case):
     C, O, (kh, kw), s, p, H, W = CONV_CASES[case]
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal((3, C, H, W)), rng.standard_normal((O, C, kh, kw)), rng.standard_normal(O)
-    torch = pytest.importorskip("torch")
+    torch = require()
     assert_parity(lambda x, w, b: F.conv2d(x, w, b, s, p),
                   lambda x, w, b: torch.nn.functional.conv2d(x, w, b, s, p), x, w, b)
 
 
 @pytest.mark.parametrize("k,s,p,H", [(2, 2, 0, 4), (2, 2, 0, 5), (3, 1, 1, 4), (3, 2, 1, 5)])
 def test_avg_pool2d_matches_torch(k, s, p, H):
-    torch = pytest.importorskip("torch")
+    torch = require()
     x = np.random.default_rng(0).standard_normal((2, 3, H, H))
     assert_parity(lambda x: F.avg_pool2d(x, k, s, p), lambda x: torch.nn.functional.avg_pool2d(x, k, s, p), x)
 
 
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_norm_matches_torch(training):
-    torch = pytest.importorskip("torch")
+    torch = require()
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal((4, 3, 5, 5)) * 2 + 1, rng.standard_normal(3), rng.standard_normal(3)
     rm, rv = rng.standard_normal(3), rng.random(3) + 0.5
@@ -163,6 +164,6 @@ def test_batch_norm_matches_torch(training):
 
 
 def test_relu_matches_torch():
-    torch = pytest.importorskip("torch")
+    torch = require()
     x = np.random.default_rng(0).standard_normal((3, 4, 5))
     assert_parity(F.relu, torch.relu, x)

@@ -205,7 +205,6 @@ def test_resume_position_and_blas_threads():
     assert dist.resume_position({"step": 3, "epoch": 1, "epoch_samples": 32}, 2, 16) == 4
     with pytest.raises(ValueError, match="multiple of the global batch 24"):
         dist.resume_position({"step": 3, "epoch": 1, "epoch_samples": 32}, 2, 24)
-    pytest.importorskip("threadpoolctl")
     from threadpoolctl import threadpool_info
     assert dist.set_blas_threads(1) == 1
     assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")

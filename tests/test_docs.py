@@ -1,5 +1,7 @@
-"""The docs hold together: every relative link in README.md and docs/*.md resolves, and every module of
-the package is named in docs/architecture.md (so the module map cannot fall behind the code)."""
+"""The docs hold together: every relative link in README.md and docs/*.md resolves, every module of the
+package is named in docs/architecture.md (so the module map cannot fall behind the code), every file, name
+and notebook that architecture.md and paper-to-code.md name exists, and each notebook the module map
+assigns to a module uses it."""
 import re
 from pathlib import Path
 
@@ -7,8 +9,6 @@ import pytest
 
 ROOT = Path(__file__).parent.parent
 DOCS = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
-# Pages written on other branches of issue 11. A link to one of them is accepted only while the file
-# does not exist yet; once it exists it is checked like any other (and this set can be emptied).
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
 

@@ -189,7 +189,6 @@ def blobs(n, seed, n_classes=4, dim=16):
 
 
 def test_linear_probe_separable_blobs_and_deterministic():
-    pytest.importorskip("minclip.optim")
     (tx, ty), (vx, vy), (sx, sy) = blobs(300, 1), blobs(100, 2), blobs(200, 3)
     grid = (1e-3, 1e-1, 10.0)
     res = E.linear_probe(tx, ty, vx, vy, sx, sy, weight_decays=grid, epochs=150)
@@ -202,7 +201,6 @@ def test_linear_probe_separable_blobs_and_deterministic():
 
 
 def test_linear_probe_picks_weight_decay_by_validation():
-    pytest.importorskip("minclip.optim")
     # a huge weight decay shrinks W to ~0, a near-constant predictor: validation must reject it
     tx, ty = blobs(40, 5, dim=16)
     vx, vy = blobs(200, 6, dim=16)

@@ -15,8 +15,8 @@ import sys
 
 import pytest
 from _notebooks import BEGIN, END, NOTEBOOKS, ROOT, exercise_name, exercises, kernel, read, run
+from nbclient import exceptions as nbclient_exceptions
 
-nbclient_exceptions = pytest.importorskip("nbclient.exceptions")
 sys.path.insert(0, str(ROOT / "notebooks"))
 from make_student import student_version  # noqa: E402  (needs nbgrader, from the [course] extra)
 

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from torch_reference import require
 
 from minclip import backend, nn, to_numpy
 from minclip.nn import Parameter
@@ -182,7 +183,6 @@ def test_invalid_arguments():
 
 
 # ----------------------------------------------------------------------------- parity with torch.optim
-@pytest.mark.torch
 @pytest.mark.parametrize("name, kwargs", [
     ("SGD", dict(lr=0.1, momentum=0.9, weight_decay=0.01)),
     ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
@@ -190,7 +190,7 @@ def test_invalid_arguments():
     ("AdamW", dict(lr=0.01, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.2)),
 ])
 def test_matches_torch(name, kwargs):
-    torch = pytest.importorskip("torch")
+    torch = require()
     rng = np.random.default_rng(0)
     w0, grads = rng.standard_normal((3, 4)), rng.standard_normal((5, 3, 4))
     p = Parameter(backend.asarray(w0))
@@ -296,7 +296,7 @@ def test_state_dict_round_trip(kind):
 
 
 def test_state_dict_through_checkpoint(tmp_path):
-    ckpt = pytest.importorskip("minclip.checkpoint")
+    from minclip import checkpoint as ckpt
     model = Fake()
     opt = AdamW(param_groups_for_clip(model, 0.2), lr=0.01)
     for p in opt.parameters():

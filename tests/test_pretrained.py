@@ -10,6 +10,7 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
+from torch_reference import clip_from_minclip, require
 
 import minclip
 from minclip import backend, no_grad, to_numpy
@@ -384,10 +385,8 @@ def test_full_size_shapes_load(name, tmp_path):
 
 
 # ----------------------------------------------------------------------------- files torch itself wrote
-@pytest.mark.torch
 def test_files_written_by_torch(tiny, tmp_path):
-    torch = pytest.importorskip("torch")
-    from torch_reference import clip_from_minclip
+    torch = require("model")
     model, sd = tiny
     theirs = clip_from_minclip(model).eval()
     torch.save({"epoch": 1, "state_dict": {"module." + k: v for k, v in theirs.state_dict().items()}},

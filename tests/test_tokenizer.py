@@ -7,7 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+from torch_reference import openai, require
 
+from minclip import tokenizer as tokenizer_module
 from minclip.tokenizer import (
     PATTERN,
     SimpleTokenizer,
@@ -187,8 +189,7 @@ def test_default_bpe_path_kinds():
 
 
 def test_missing_openai_merges_say_where_to_put_them(tmp_path, monkeypatch):
-    if importlib.util.find_spec("clip") or importlib.util.find_spec("open_clip"):
-        pytest.skip("an installed clip/open_clip package provides the file")
+    monkeypatch.setattr(tokenizer_module, "_find_package_file", lambda package, name: None)  # none installed
     monkeypatch.setenv("MINCLIP_CACHE", str(tmp_path / "cache"))
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "cache" / "bpe_simple_vocab_16e6.txt.gz")):
         default_bpe_path("openai")
@@ -208,8 +209,7 @@ def test_tokenizer_from_merges_in_memory_and_call():
 
 
 def test_default_bpe_path_finds_installed_clip(tmp_path, monkeypatch):
-    if "clip" in sys.modules:
-        pytest.skip("a real clip package is already imported")
+    monkeypatch.delitem(sys.modules, "clip", raising=False)  # find_spec would answer from an imported one
     pkg = tmp_path / "clip"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("raise ImportError('find_spec must not import the package')\n")
@@ -294,32 +294,19 @@ def test_tokenize_bad_inputs(hello_tok):
 # ---------------------------------------------------------------------------- parity with OpenAI's tokenizer
 
 def _reference_tokenizer():
-    """(SimpleTokenizer class, merges path, package) from an installed clip / open_clip, loaded by file path
-    so that the package's __init__ (torch, torchvision, ...) is not imported."""
-    for package, module_file in (("clip", "simple_tokenizer.py"), ("open_clip", "tokenizer.py")):
-        spec = importlib.util.find_spec(package)
-        folders = spec.submodule_search_locations if spec and spec.submodule_search_locations else []
-        for folder in folders:
-            src, bpe = os.path.join(folder, module_file), os.path.join(folder, "bpe_simple_vocab_16e6.txt.gz")
-            if os.path.isfile(src) and os.path.isfile(bpe):
-                mod_spec = importlib.util.spec_from_file_location(f"_ref_{package}_tokenizer", src)
-                mod = importlib.util.module_from_spec(mod_spec)
-                try:
-                    mod_spec.loader.exec_module(mod)
-                except ImportError as e:
-                    pytest.skip(f"cannot load {src}: {e}")
-                return mod.SimpleTokenizer, bpe, package
-    pytest.skip("neither clip nor open_clip (with its BPE file) is installed")
+    """(OpenAI's SimpleTokenizer class, the path of OpenAI's merges file) from clip-anytorch (torch_reference)."""
+    require("simple_tokenizer")
+    ref = openai("simple_tokenizer")
+    return ref.SimpleTokenizer, ref.default_bpe()
 
 
 def test_parity_with_openai_tokenizer():
-    Ref, bpe, package = _reference_tokenizer()
+    Ref, bpe = _reference_tokenizer()
     ref, ours = Ref(bpe), SimpleTokenizer(bpe)
     assert ours.vocab_size == 49408 and len(ref.decoder) == 49408
     assert ours.bpe_ranks == ref.bpe_ranks
-    texts = TRICKY + CAPTIONS[:5] + ["a diagram of a neural network", "xyzzy plugh"]
-    if package == "clip":  # open_clip spells its special tokens differently
-        texts.append("<|startoftext|> literal specials <|endoftext|>")
+    texts = TRICKY + CAPTIONS[:5] + ["a diagram of a neural network", "xyzzy plugh",
+                                     "<|startoftext|> literal specials <|endoftext|>"]
     for text in texts:
         ids = ours.encode(text)
         assert ids == ref.encode(text), text
@@ -328,7 +315,7 @@ def test_parity_with_openai_tokenizer():
 
 
 def test_trained_file_loads_identically_in_openai_tokenizer(tmp_path):
-    Ref, _, _ = _reference_tokenizer()
+    Ref, _ = _reference_tokenizer()
     path = train_bpe(CAPTIONS, 540, tmp_path / "shapes.txt.gz")
     ref, ours = Ref(path), SimpleTokenizer(path)
     assert len(ref.decoder) == ours.vocab_size == 540

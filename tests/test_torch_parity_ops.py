@@ -1,17 +1,17 @@
 """Parity of each functional op with torch.nn.functional in float64: the same data and the same upstream
-gradient go through both, and outputs and input gradients must agree. Skipped when torch is absent.
-(Dropout has no case: the two libraries draw different masks.)"""
+gradient go through both, and outputs and input gradients must agree. Without torch the tests skip and
+name the command that installs it (tests/torch_reference.py). Dropout has no case: the two libraries draw
+different masks."""
 import numpy as np
 import pytest
 from _helpers import close, data, host
+from torch_reference import require
 
 import minclip.functional as F
 from minclip import Tensor, backend
 
-torch = pytest.importorskip("torch")
+torch = require()
 TF = torch.nn.functional
-
-pytestmark = pytest.mark.torch
 
 
 def parity(mc_fn, torch_fn, arrays, rtol=1e-6, atol=1e-9):

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 from PIL import Image
+from torch_reference import require, torchvision_transforms
 
 from minclip.data.transforms import (
     CLIP_MEAN,
@@ -78,8 +79,9 @@ def test_palette_images_use_nearest():
 
 
 def test_torchvision_parity():
-    pytest.importorskip("torch")
-    T = pytest.importorskip("torchvision.transforms")
+    """The preprocessing OpenAI's clip.load returns, built from torchvision's transforms."""
+    require("torchvision")
+    T = torchvision_transforms()
     tv = T.Compose([T.Resize(48, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(48),
                     lambda im: im.convert("RGB"), T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)])
     for mode in ("RGB", "RGBA", "L", "P"):

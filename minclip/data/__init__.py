@@ -1,6 +1,17 @@
 """Data for minclip: CLIP's preprocessing, the procedural Shapes dataset, datasets read from disk
 (CSV of image-caption pairs, image folders, CIFAR-10) and a repeatable NumPy DataLoader."""
-from .datasets import CIFAR10, CIFAR10_TEMPLATES, IMG_EXTENSIONS, CsvImageText, ImageFolder, InMemory, UnreadableImage
+from .datasets import (
+    CIFAR10,
+    CIFAR10_TEMPLATES,
+    CSV_CAPTION_KEY,
+    CSV_IMG_KEY,
+    CSV_SEPARATOR,
+    IMG_EXTENSIONS,
+    CsvImageText,
+    ImageFolder,
+    InMemory,
+    UnreadableImage,
+)
 from .loader import DataLoader
 from .shapes import (
     BACKGROUNDS,
@@ -26,6 +37,7 @@ from .transforms import (
 )
 
 __all__ = ["BACKGROUNDS", "CAPTION_TEMPLATES", "CIFAR10", "CIFAR10_TEMPLATES", "CLIP_MEAN", "CLIP_STD", "COLOURS",
+           "CSV_CAPTION_KEY", "CSV_IMG_KEY", "CSV_SEPARATOR",
            "COLOUR_RGB", "CsvImageText", "DataLoader", "HELDOUT_PAIRS", "IMG_EXTENSIONS", "ImageFolder", "InMemory",
            "POSITIONS", "SHAPES", "SIZES", "Shapes", "TEMPLATES", "UnreadableImage", "clip_preprocess", "denormalize",
            "random_hflip", "random_resized_crop", "to_tensor_normalized", "train_transform"]

@@ -52,6 +52,10 @@ def _check_on_error(on_error):
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
 
 
+# open_clip's defaults for a CSV of image-caption pairs (its --csv-img-key, --csv-caption-key, --csv-separator)
+CSV_IMG_KEY, CSV_CAPTION_KEY, CSV_SEPARATOR = "filepath", "title", "\t"
+
+
 class CsvImageText:
     """Image-caption pairs listed in a CSV file, open_clip's `--train-data` convention.
 
@@ -67,8 +71,8 @@ class CsvImageText:
     dataset[i] -> (float32 (3, image_size, image_size), caption str).
     """
 
-    def __init__(self, path, img_key="filepath", caption_key="title", sep="\t", transform=None, image_size=224,
-                 on_error="skip"):
+    def __init__(self, path, img_key=CSV_IMG_KEY, caption_key=CSV_CAPTION_KEY, sep=CSV_SEPARATOR, transform=None,
+                 image_size=224, on_error="skip"):
         _check_on_error(on_error)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"CsvImageText: CSV file not found: {path}")
