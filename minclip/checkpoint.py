@@ -4,34 +4,31 @@ Layout: model weights under `model/<state_dict key>` (OpenAI's key names), the B
 model was trained with as the text of a merges file under `tokenizer/merges`, every other array
 of nested state (the optimizer's moments) under its path joined by "/", and everything that is
 not an array (config, step, epoch, RNG state, hyper-parameters) as one JSON string under `meta`.
-A checkpoint alone is enough to use its model: `model, tokenizer = load_checkpoint(path)`.
+A checkpoint alone is enough to use its model: `model, preprocess = minclip.load(path)`, with the run's
+tokenizer as `model.tokenizer`. Reading is minclip.readers' (safe with any file); this module writes
+checkpoints and reads back what training needs to resume (`read_checkpoint`).
 
 minclip ships one trained model, `tiny-vit-shapes` (minclip/weights/): the default run's weights in
-float16, its tokenizer and the run's final zero-shot accuracies; every loader takes the name in place of
-a path, like OpenAI's model names. `minclip export` makes such a file from a run's checkpoint.
+float16, its tokenizer and the run's final zero-shot accuracies; `minclip.load` and `read_checkpoint` take
+the name in place of a path, like OpenAI's model names. `minclip export` makes such a file from a run's
+checkpoint.
 
 Files are written atomically: to a temporary file in the same folder, flushed to
 disk, then renamed over the target, so a crash (or Ctrl-C) mid-write leaves the
 previous checkpoint intact.
 """
-import io
 import json
 import os
 import tempfile
 import warnings
-import zipfile
 
 import numpy as np
 
-from .model import build_model
+from .readers import CheckpointError, read_file, state_dict_of
 from .tokenizer import SimpleTokenizer, merges_text, read_merges_text, tokenizer_for
 
 FORMAT_VERSION = 1
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, corrupt, or does not fit the model."""
 
 
 def _flatten(tree, prefix, arrays):
@@ -85,7 +82,7 @@ def save_checkpoint(path, model_state, tokenizer=None, **state):
 
 
 def shipped_models():
-    """Names of the trained models that come with minclip, each loadable by name (`load_checkpoint(name)`)."""
+    """Names of the trained models that come with minclip, each loadable by name (`minclip.load(name)`)."""
     return sorted(f[:-len(".npz")] for f in os.listdir(WEIGHTS_DIR) if f.endswith(".npz"))
 
 
@@ -96,56 +93,40 @@ def resolve(path):
 
 
 def read_checkpoint(path):
-    """Read a minclip checkpoint (a path or a shipped model's name): (model_state dict, state dict). A stored
-    tokenizer comes back as state["tokenizer"] = SimpleTokenizer. Raises CheckpointError naming the path."""
+    """(weights, state) from a minclip checkpoint or any weight file minclip.readers reads (state {} for a
+    file that is only weights); `path` may also be a shipped model's name. A stored tokenizer comes back
+    as state["tokenizer"] (a SimpleTokenizer). Raises FileNotFoundError, or CheckpointError naming the file
+    and what is wrong in it."""
     path = resolve(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path} (the shipped models, loadable by name: "
                                 f"{', '.join(shipped_models())})")
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {e})") from e
-    if "meta" not in arrays:
-        raise CheckpointError(f"checkpoint {path} has no 'meta' entry: not a minclip checkpoint")
+    arrays, kind = read_file(path)
+    if kind != "npz" or "meta" not in arrays:
+        return state_dict_of(arrays, kind, path), {}
     try:
         meta = json.loads(arrays.pop("meta").tobytes().decode())
-    except ValueError as e:
-        raise CheckpointError(f"checkpoint {path} has an unreadable 'meta' entry: {e}") from e
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has format version {meta.get('format_version')}, "
-                              f"this minclip reads version {FORMAT_VERSION}")
+        version = meta.get("format_version")
+    except (ValueError, AttributeError, RecursionError) as e:
+        raise CheckpointError(f"{path}: the 'meta' entry is not the JSON of a minclip checkpoint "
+                              f"({type(e).__name__})") from None
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version!r}; this minclip reads version "
+                              f"{FORMAT_VERSION}")
     model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
-    state = _unflatten(meta["state"], arrays)
+    try:
+        state = _unflatten(meta["state"], arrays)
+    except (KeyError, TypeError, RecursionError) as e:
+        raise CheckpointError(f"{path}: the 'meta' entry does not describe the file's arrays "
+                              f"({type(e).__name__})") from None
     if "tokenizer/merges" in arrays:
-        merges = read_merges_text(arrays["tokenizer/merges"].tobytes().decode("utf-8"), f"{path}:tokenizer/merges")
+        try:
+            text = arrays["tokenizer/merges"].tobytes().decode("utf-8")
+            merges = read_merges_text(text, f"{path}:tokenizer/merges")
+        except (UnicodeDecodeError, ValueError) as e:
+            raise CheckpointError(f"{path}: the stored tokenizer is unreadable ({e})") from None
         state["tokenizer"] = SimpleTokenizer(merges=merges, **state.get("tokenizer", {}))
     return model_state, state
-
-
-def read_weights(path):
-    """(weights, state) from a minclip checkpoint, or (weights, {}) from a plain `.npz` of a state_dict
-    or from released weights: .pt/.pth/.bin (PyTorch, TorchScript) and .safetensors (Hugging Face),
-    read without torch by minclip.pretrained. A shipped model's name stands for its file."""
-    path = resolve(path)
-    if str(path).lower().endswith((".pt", ".pth", ".bin", ".safetensors")):
-        from .pretrained import read_state_dict  # inside: pretrained reads .npz through this module
-        return read_state_dict(path), {}
-    try:
-        return read_checkpoint(path)
-    except CheckpointError as e:
-        if "no 'meta' entry" not in str(e):
-            raise
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}, {}
-
-
-def load_weights(path):
-    """The model weights (a state_dict) of any file read_weights reads."""
-    return read_weights(path)[0]
 
 
 def export_checkpoint(src, dst, dtype=np.float16):
@@ -164,22 +145,13 @@ def export_checkpoint(src, dst, dtype=np.float16):
     return save_checkpoint(dst, weights, tokenizer=state.get("tokenizer"), results=results, **keep)
 
 
-def load_checkpoint(path):
-    """(model, tokenizer) from a checkpoint (a path or a shipped model's name, see shipped_models()): a CLIP
-    in eval mode (build_model) and the tokenizer it was trained with. Weights without a stored tokenizer
-    (older checkpoints, plain state_dicts) get tokenizer_for(vocab_size), with a warning naming it unless
-    that is OpenAI's vocabulary."""
-    weights, state = read_weights(path)
-    model = build_model(weights)
-    return model, checkpoint_tokenizer(state, model.vocab_size, path)
-
-
 def checkpoint_tokenizer(state, vocab_size, path):
-    """The tokenizer stored in a checkpoint's state, or the one assumed for weights that carry none."""
+    """The tokenizer stored in a checkpoint's state, or the one assumed for weights that carry none
+    (tokenizer_for(vocab_size)), with a warning naming it unless that is OpenAI's vocabulary."""
     if state.get("tokenizer") is not None:
         return state["tokenizer"]
     tok = tokenizer_for(vocab_size)
     if tok.vocab_size != vocab_size:
-        warnings.warn(f"{path} carries no tokenizer (it predates minclip storing one); assuming the merges in "
-                      f"{tok.bpe_path}", stacklevel=2)
+        warnings.warn(f"{path} carries no tokenizer (a minclip checkpoint before tokenizers were stored, or "
+                      f"weights from elsewhere); assuming the merges in {tok.bpe_path}", stacklevel=2)
     return tok

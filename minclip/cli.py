@@ -24,11 +24,12 @@ from dataclasses import fields
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from . import __version__, backend, data
 from . import distributed as dist
 from .autograd import no_grad
-from .checkpoint import CheckpointError, export_checkpoint, load_checkpoint
+from .checkpoint import export_checkpoint
 from .evaluate import (
     EVAL_BATCH_SIZE,
     ShapesLabels,
@@ -45,13 +46,15 @@ from .evaluate import (
 from .index import build_index, encode_images, search
 from .loss import MAX_LOGIT_SCALE
 from .plots import image_grid, plot_curves
+from .pretrained import load
 from .train import TrainConfig, config_from_args, train
 
 
 # ----------------------------------------------------------------------------- helpers
-def load_model(path):
-    """(model in eval mode, tokenizer) from any file load_checkpoint reads, or a shipped model's name."""
-    return load_checkpoint(path)
+def _model_and_tokenizer(name_or_path):
+    """(model in eval mode, its tokenizer) from minclip.load: a checkpoint, released weights or a name."""
+    model, _ = load(name_or_path)
+    return model, model.tokenizer
 
 
 def _write_json(path, obj):
@@ -129,7 +132,7 @@ def cmd_train(args):
 
 
 def cmd_eval(args):
-    model, tokenizer = load_model(args.checkpoint)
+    model, tokenizer = _model_and_tokenizer(args.checkpoint)
     if args.task == "zeroshot":
         res = _eval_zeroshot(model, tokenizer, args)
     elif args.task == "retrieval":
@@ -219,7 +222,7 @@ def _eval_linear_probe(model, args):
 
 
 def cmd_classify(args):
-    model, tokenizer = load_model(args.checkpoint)
+    model, tokenizer = _model_and_tokenizer(args.checkpoint)
     labels = _split(args.labels)
     if len(labels) < 2:
         raise ValueError("--labels needs at least two comma-separated labels")
@@ -236,7 +239,7 @@ def cmd_classify(args):
 
 
 def cmd_index(args):
-    model, _ = load_model(args.checkpoint)
+    model, _ = _model_and_tokenizer(args.checkpoint)
     index = build_index(model, args.images, batch_size=args.batch_size, progress=args.progress)
     print(f"indexed {len(index.files)} images under {args.images} ({len(index.encoded)} encoded now, "
           f"{len(index.files) - len(index.encoded)} unchanged)")
@@ -245,7 +248,7 @@ def cmd_index(args):
 
 def cmd_search(args):
     """Text-to-image search; the image embeddings come from the folder's index, built or updated first."""
-    model, tokenizer = load_model(args.checkpoint)
+    model, tokenizer = _model_and_tokenizer(args.checkpoint)
     index = build_index(model, args.images, progress=args.progress)
     if not index.files:
         raise ValueError(f"no images ({', '.join(data.IMG_EXTENSIONS)}) found under {args.images}")
@@ -269,7 +272,7 @@ def cmd_plot(args):
 def cmd_export(args):
     out = export_checkpoint(args.checkpoint, args.out, dtype=np.dtype(args.dtype))
     print(f"wrote {out} ({os.path.getsize(out) / 1e6:.1f} MB); load it with "
-          f"minclip.checkpoint.load_checkpoint({out!r}) or --checkpoint {out}")
+          f"minclip.load({out!r}) or --checkpoint {out}")
     return 0
 
 
@@ -361,8 +364,10 @@ def build_parser():
     return p
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None):
-    return f"minclip: warning: {message}\n"
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings for people: one line each, printed through tqdm so a progress bar is redrawn below it
+    instead of the warning landing in the middle of the bar's line."""
+    tqdm.write(f"minclip: warning: {message}", file=sys.stderr)
 
 
 def main(argv=None):
@@ -377,15 +382,17 @@ def _main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    warnings.formatwarning = _one_line_warning  # warnings for people, like the errors below
+    shown, warnings.showwarning = warnings.showwarning, _show_warning  # warnings for people, like errors
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, CheckpointError, backend.BackendError) as e:
+    except (ValueError, FileNotFoundError, backend.BackendError) as e:  # CheckpointError is a ValueError
         print(f"minclip: error: {e}", file=sys.stderr)  # errors for people: one line, no traceback
         return 1
     except KeyboardInterrupt as e:
         print(f"\nminclip: {e}" if str(e) else "\nminclip: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

@@ -122,11 +122,14 @@ def normalize_rows(x, eps=1e-12):
 
 # ----------------------------------------------------------------------------- zero-shot
 def text_tokenize_fn(model, tokenizer=None, texts=()):
-    """texts -> int64 (n, model.context_length) tokens with the model's tokenizer (default: the one
-    tokenizer_for assumes), truncating at the model's context. Warns once, naming the first, when any
+    """texts -> int64 (n, model.context_length) tokens with the model's tokenizer (default: model.tokenizer,
+    else the one tokenizer_for assumes), truncating at the model's context. Warns once, naming the first, when any
     of `texts` is longer than the captions the model was trained on (tokenizer.trained_length):
     positions past that have untrained embeddings, so such prompts give unreliable features."""
-    tokenizer = tokenizer_for(model.vocab_size) if tokenizer is None else tokenizer
+    if tokenizer is None:
+        tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        tokenizer = tokenizer_for(model.vocab_size)
     limit = tokenizer.trained_length or model.context_length
     lengths = token_lengths(texts, tokenizer) if len(texts) else np.zeros(0, np.int64)
     if (lengths > limit).any():
@@ -145,7 +148,7 @@ def zero_shot_classifier(model, classnames, templates, tokenize_fn=None, batch_s
     so the averaged class embeddings are computed once and cost nothing per image.
 
     classnames: C strings; templates: T format strings with one "{}".
-    tokenizer: the model's SimpleTokenizer (from load_checkpoint or the training run); default
+    tokenizer: a SimpleTokenizer; default model.tokenizer (set by minclip.load), else
         tokenizer_for(model.vocab_size). tokenize_fn: list of str -> int tokens (n, L), overrides it.
     Returns NumPy float32 (D, C): image features @ classifier gives the logits.
     """

@@ -39,7 +39,7 @@ class CLIP(nn.Module):
         (OpenAI's models: 77 positions, 49,408 ids = 256 bytes + 256 bytes with </w> + 48,894 merges
         + SOT/EOT, 512 wide, 8 heads, 12 layers).
     Attributes as OpenAI's: visual, transformer, token_embedding, positional_embedding, ln_final,
-    text_projection, logit_scale, context_length, vocab_size.
+    text_projection, logit_scale, context_length, vocab_size; and `tokenizer`, set by minclip.load.
     """
     def __init__(self, embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
                  context_length, vocab_size, transformer_width, transformer_heads, transformer_layers):
@@ -74,6 +74,7 @@ class CLIP(nn.Module):
         # Section 2.5: "The learnable temperature parameter tau was initialized to the equivalent of 0.07";
         # stored as t = log(1 / tau) so that exp(t) scales the logits and stays positive.
         self.logit_scale = nn.Parameter(backend.xp.full((), math.log(1 / 0.07), backend.get_default_dtype()))
+        self.tokenizer = None  # the tokenizer the weights were trained with, when minclip.load knows it
 
         self.initialize_parameters()
 

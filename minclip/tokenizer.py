@@ -418,7 +418,7 @@ def tokenize(texts, context_length=77, truncate=False, tokenizer=None):
         ids = [tok.sot_token] + tok.encode(text) + [tok.eot_token]
         if len(ids) > context_length:
             if not truncate:
-                raise ValueError(f"tokenize: text {_shorten(text)!r} is {len(ids)} tokens long (with <|startoftext|> "
+                raise ValueError(f"tokenize: text {shorten(text)!r} is {len(ids)} tokens long (with <|startoftext|> "
                                  f"and <|endoftext|>) but context_length is {context_length}; "
                                  f"use minclip.tokenize(..., truncate=True)")
             ids = ids[:context_length]
@@ -427,10 +427,11 @@ def tokenize(texts, context_length=77, truncate=False, tokenizer=None):
     return result
 
 
-def _shorten(text, n=60):
+def shorten(text, n=60):
+    """`text`, cut to n characters with "..." when longer: for quoting a caption in a message."""
     return text if len(text) <= n else text[:n - 3] + "..."
 
 
 __all__ = ["OPENAI_VOCAB_SIZE", "SimpleTokenizer", "cache_dir", "default_bpe_path", "get_tokenizer", "learn_merges",
-           "merges_text", "read_merges", "read_merges_text", "token_lengths", "tokenize", "tokenizer_for", "train_bpe",
-           "write_merges"]
+           "merges_text", "read_merges", "read_merges_text", "shorten", "token_lengths", "tokenize", "tokenizer_for",
+           "train_bpe", "write_merges"]

@@ -24,13 +24,21 @@ from tqdm.auto import tqdm
 
 from . import backend, data
 from . import distributed as dist
-from .checkpoint import CheckpointError, checkpoint_tokenizer, read_checkpoint, read_weights, save_checkpoint
+from .checkpoint import checkpoint_tokenizer, read_checkpoint, save_checkpoint
 from .evaluate import EVAL_BATCH_SIZE, encode_dataset, retrieval_metrics, shapes_plots, shapes_zeroshot
 from .loss import MAX_LOGIT_SCALE, clip_loss_global
 from .model import create_model
 from .optim import AdamW, CosineSchedule, clip_grad_norm_, param_groups_for_clip
 from .plots import plot_curves
-from .tokenizer import OPENAI_VOCAB_SIZE, SimpleTokenizer, get_tokenizer, learn_merges, token_lengths, write_merges
+from .tokenizer import (
+    OPENAI_VOCAB_SIZE,
+    SimpleTokenizer,
+    get_tokenizer,
+    learn_merges,
+    shorten,
+    token_lengths,
+    write_merges,
+)
 
 SHAPES_PAIRS = 16384  # Shapes training pairs per epoch, the default
 PAIRS_PER_RUN = 6 * SHAPES_PAIRS  # what --epochs 0 aims for: the default run, 6 epochs of Shapes
@@ -125,14 +133,16 @@ def build_data(cfg, image_size):
 
 
 def _check_images_exist(dataset):
-    """Fail at once, in one line, when no image listed in a CSV exists; warn when some are missing."""
-    missing = [p for p in dataset.images if not os.path.isfile(p)]
-    if dataset.images and len(missing) == len(dataset.images):
-        raise ValueError(f"none of the {len(missing)} images listed in {dataset.path} exists (first: {missing[0]}); "
+    """Fail at once, in one line, when no image listed in a CSV exists; when some are missing, leave
+    them out and say so once (not once per epoch)."""
+    n = len(dataset.images)
+    missing = dataset.drop_missing()
+    if not dataset.images:
+        raise ValueError(f"none of the {n} images listed in {dataset.path} exists (first: {missing[0]}); "
                          "image paths are read relative to the CSV file's folder")
     if missing:
-        warnings.warn(f"{len(missing)} of the {len(dataset.images)} images listed in {dataset.path} do not exist "
-                      f"and are skipped (first: {missing[0]})", stacklevel=2)
+        warnings.warn(f"{len(missing)} of the {n} images listed in {dataset.path} do not exist and are left out "
+                      f"(first: {missing[0]})", stacklevel=2)
 
 
 def captions_of(dataset):
@@ -190,7 +200,7 @@ def context_length_for(cfg, model, tokenizer, captions):
     if cut.any():
         i = int(cut.argmax())
         warnings.warn(f"{int(cut.sum())} of {len(captions)} training captions are longer than {length} tokens and "
-                      f"are cut at the end, e.g. {captions[i]!r} ({lengths[i]} tokens)", stacklevel=2)
+                      f"are cut at the end, e.g. {shorten(captions[i])!r} ({lengths[i]} tokens)", stacklevel=2)
     return length
 
 
@@ -237,9 +247,9 @@ def train(cfg=None, on_step=None):
 
     resumed = read_checkpoint(cfg.resume) if cfg.resume else None
     if resumed and resumed[1].get("config", {}).get("model") != cfg.model:
-        raise CheckpointError(f"checkpoint {cfg.resume} was trained with model "
+        raise ValueError(f"checkpoint {cfg.resume} was trained with model "
                               f"{resumed[1].get('config', {}).get('model')!r}, not {cfg.model!r}")
-    pretrained = read_weights(cfg.pretrained) if cfg.pretrained else None
+    pretrained = read_checkpoint(cfg.pretrained) if cfg.pretrained else None
     stored = None
     if resumed or pretrained:  # the weights' own tokenizer, or the one assumed for them
         state, path = (resumed[1], cfg.resume) if resumed else (pretrained[1], cfg.pretrained)
@@ -307,6 +317,8 @@ class _Run:
 
     def fit(self, evals, on_step):
         cfg, steps_per_epoch = self.cfg, len(self.loader)
+        if dist.is_main():
+            open(self.metrics_path, "a").close()  # exists from the start, even if no step gets logged
         self.model.train()
         results, details, loss = {}, {}, None
         t_start = time.time()
@@ -347,6 +359,9 @@ class _Run:
                    desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and dist.is_main()), leave=False)
         t_epoch, seen, loss, skipped = time.time(), 0, None, self.loader.skipped
         for images, tokens in bar:
+            if len(images) < 2:  # unreadable images left one pair: no negatives, nothing to learn from it
+                self.step += 1
+                continue
             lr = self.schedule.step(self.step)
             loss, grad_norm = train_step(model, self.optimizer, images, tokens, cfg.grad_clip)
             if not math.isfinite(loss):
@@ -363,6 +378,7 @@ class _Run:
             if on_step:
                 on_step(self.step, loss, model)
         bar.close()
+        self.step = (epoch + 1) * steps_per_epoch  # every batch position used, batches of unreadable images too
         if seen == 0 and start_batch < steps_per_epoch:
             bad = self.loader.skipped - skipped
             raise ValueError(f"no training batch could be built in epoch {epoch + 1}: {bad} of "

@@ -4,6 +4,7 @@ class names are matched by name, and unreadable data stops with one line."""
 import glob
 import json
 import os
+import re
 import warnings
 
 import numpy as np
@@ -11,7 +12,8 @@ import pytest
 from digits_data import CLASSES, make_digits
 from PIL import Image
 
-from minclip.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+import minclip
+from minclip.checkpoint import read_checkpoint, save_checkpoint
 from minclip.cli import main
 from minclip.evaluate import match_classnames
 from minclip.tokenizer import get_tokenizer
@@ -37,7 +39,8 @@ def learnt(digits, tmp_path_factory):
 
 @pytest.mark.slow
 def test_own_captions_learn_words_that_shapes_never_uses(digits, learnt, tmp_path, capsys):
-    model, tok = load_checkpoint(learnt)
+    model = minclip.load(learnt)[0]
+    tok = model.tokenizer
     # merges learnt on these captions: the class words and "handwritten" are single tokens, and the
     # context covers the longest caption, so no class word at the end of a long caption is cut off
     assert all(len(tok.encode(w)) == 1 for w in CLASSES + ["handwritten"])
@@ -96,27 +99,28 @@ def test_truncated_captions_are_reported_once_with_an_example(small_csv):
 
 def test_checkpoint_carries_its_tokenizer_and_old_ones_load_with_a_note(small_csv, tmp_path):
     res = _train(small_csv, "tok")
-    model, tok = load_checkpoint(res["checkpoint"])
+    tok = minclip.load(res["checkpoint"])[0].tokenizer
     assert tok.encode("unremarkable") == [tok.encoder["unremarkable</w>"]]
     assert (small_csv / "logs" / "tok" / "bpe.txt.gz").exists()
     # resume keeps the run's tokenizer; --pretrained brings it along
     again = _train(small_csv, "tok", epochs=2, resume=res["checkpoint"])
-    assert load_checkpoint(again["checkpoint"])[1].merges == tok.merges
+    assert minclip.load(again["checkpoint"])[0].tokenizer.merges == tok.merges
     # a checkpoint written before tokenizers were stored: loads, saying which merges are assumed
     weights, state = read_checkpoint(res["checkpoint"])
     del state["tokenizer"]
     save_checkpoint(str(tmp_path / "old.npz"), weights, **state)
     with pytest.warns(UserWarning, match="carries no tokenizer.*bpe_shapes"):
-        _, old_tok = load_checkpoint(str(tmp_path / "old.npz"))
+        old_tok = minclip.load(str(tmp_path / "old.npz"))[0].tokenizer
     assert old_tok.merges == get_tokenizer("shapes").merges
 
 
-def test_prompts_longer_than_the_trained_captions_warn(small_csv):
+def test_prompts_longer_than_the_trained_captions_warn(small_csv, capsys):
     res = _train(small_csv, "long")
-    with pytest.warns(UserWarning, match=r"1 prompt\(s\) are longer than the 10 tokens the model was trained on, "
-                                         r"e.g. 'a very long label"):
-        assert main(["classify", "--checkpoint", res["checkpoint"], str(small_csv / "0.png"),
-                     "--labels", "noise," + "a very long label " * 4]) == 0
+    capsys.readouterr()
+    assert main(["classify", "--checkpoint", res["checkpoint"], str(small_csv / "0.png"),
+                 "--labels", "noise," + "a very long label " * 4]) == 0
+    assert re.search(r"(^|\n)minclip: warning: 1 prompt\(s\) are longer than the 10 tokens the model was trained "
+                     r"on, e.g. 'a very long label", capsys.readouterr().err)
 
 
 def test_all_images_missing_is_one_line(small_csv, tmp_path, capsys):

@@ -1,8 +1,7 @@
-"""minclip.pretrained: weight files in each format, written here by hand (torch.save's zip/pickle
+"""minclip.readers and minclip.load: weight files in each format, written here by hand (torch.save's zip/pickle
 layout, a TorchScript-like archive, Hugging Face safetensors), read back into identical weights and
 identical features; fp16 storage; nested dicts and `module.`; corrupt, truncated and malicious files;
 load() by name from the cache. With torch importable, files that torch itself wrote are read too."""
-import io
 import os
 import pickle
 import zipfile
@@ -10,159 +9,14 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
+from _torch_files import to_hf, write_script_archive, write_torch_zip
 from torch_reference import clip_from_minclip, require
 
 import minclip
 from minclip import backend, no_grad, to_numpy
-from minclip.checkpoint import load_weights, save_checkpoint
+from minclip.checkpoint import read_checkpoint, save_checkpoint
 from minclip.model import build_model, create_model
-from minclip.pretrained import PretrainedError, read_state_dict
-
-STORAGE_NAMES = {np.dtype(np.float32): "FloatStorage", np.dtype(np.float16): "HalfStorage",
-                 np.dtype(np.float64): "DoubleStorage", np.dtype(np.int64): "LongStorage",
-                 np.dtype(np.uint16): "BFloat16Storage"}  # the tests write bfloat16 as its raw uint16 bits
-
-
-# ----------------------------------------------------------------------------- writing torch's layout by hand
-class Global:
-    """Pickles as the opcode GLOBAL 'module name' (a reference to torch code we do not have)."""
-
-    def __init__(self, module, name):
-        self.module, self.name = module, name
-
-    def __call__(self):  # save_reduce wants a callable
-        raise AssertionError("never called")
-
-
-class ScriptNode:
-    """A module of a TorchScript archive: pickled as GLOBAL __torch__.<cls>, NEWOBJ, BUILD {attributes}."""
-
-    def __init__(self, cls, attributes):
-        self.cls, self.attributes = cls, attributes
-
-
-class TorchPickler(pickle._Pickler):
-    """The pure-Python pickler, taught torch.save's encoding of tensors (storages as persistent ids)."""
-
-    def __init__(self, f):
-        super().__init__(f, protocol=2)
-        self.storages = []  # raw bytes of data/0, data/1, ...
-
-    def save(self, obj, save_persistent_id=True):
-        if isinstance(obj, Global):
-            return self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
-        if isinstance(obj, ScriptNode):
-            self.save(Global(*obj.cls.rsplit(".", 1)))
-            self.write(pickle.EMPTY_TUPLE + pickle.NEWOBJ)
-            self.save(obj.attributes)
-            return self.write(pickle.BUILD)
-        return super().save(obj, save_persistent_id)
-
-    def persistent_id(self, obj):
-        if isinstance(obj, tuple) and len(obj) == 3 and obj[0] == "__storage__":
-            return ("storage", Global("torch", STORAGE_NAMES[obj[2].dtype]), str(obj[1]), "cpu", obj[2].size)
-        return None
-
-    def reducer_override(self, obj):
-        if not isinstance(obj, np.ndarray):
-            return NotImplemented
-        obj = obj.copy(order="C")  # (np.ascontiguousarray would make a 0-d array 1-d)
-        self.storages.append(obj.tobytes())
-        storage = ("__storage__", len(self.storages) - 1, obj.reshape(-1))
-        stride = tuple(s // obj.itemsize for s in obj.strides)
-        return (Global("torch._utils", "_rebuild_tensor_v2"),
-                (storage, 0, tuple(obj.shape), stride, False, OrderedDict()))
-
-
-def write_torch_zip(path, obj, top="archive", extra=None):
-    """torch.save's zip layout: <top>/data.pkl, <top>/data/<key>, <top>/version, <top>/byteorder."""
-    buf = io.BytesIO()
-    pickler = TorchPickler(buf)
-    pickler.dump(obj)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr(f"{top}/data.pkl", buf.getvalue())
-        zf.writestr(f"{top}/byteorder", "little")
-        for key, raw in enumerate(pickler.storages):
-            zf.writestr(f"{top}/data/{key}", raw)
-        zf.writestr(f"{top}/version", "3\n")
-        for name, text in (extra or {}).items():
-            zf.writestr(f"{top}/{name}", text)
-    return path
-
-
-def write_script_archive(path, state_dict, other_tensors=None):
-    """A TorchScript-like archive: the module tree as __torch__ objects, the classes' parameter lists
-    in code/__torch__/tree.py, constants.pkl. `other_tensors` are tensor attributes that are neither
-    parameters nor buffers (as a scripted attn_mask) and must not end up in the state_dict."""
-    tree = {}
-    for key, value in list(state_dict.items()) + list((other_tensors or {}).items()):
-        *parents, leaf = key.split(".")
-        node = tree
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    classes = []
-
-    def to_node(name, d):
-        cls = f"Node{len(classes)}"
-        classes.append(None)
-        attributes = {"training": False}
-        params = []
-        for k, v in d.items():
-            if isinstance(v, dict):
-                attributes[k] = to_node(k, v)
-            else:
-                attributes[k] = v
-                params.append(k)
-        classes[int(cls[4:])] = (cls, params)
-        return ScriptNode(f"__torch__.tree.{cls}", attributes)
-
-    root = to_node("", tree)
-    other = {k.rsplit(".", 1)[-1] for k in (other_tensors or {})}
-    code = ""
-    for cls, params in classes:  # the class header torch.jit.save writes into code/
-        listed = "".join(f'"{p}", ' for p in params if p not in other)
-        code += f"class {cls}(Module):\n  __parameters__ = [{listed}]\n  __buffers__ = []\n  training : bool\n"
-    return write_torch_zip(path, root, top=os.path.basename(path)[:-3],
-                           extra={"code/__torch__/tree.py": code, "constants.pkl": pickle.dumps(())})
-
-
-def to_hf(sd):
-    """OpenAI state_dict -> Hugging Face CLIPModel names (the inverse of pretrained.from_hf)."""
-    hf = {}
-    block = {"attn.out_proj.": "self_attn.out_proj.", "ln_1.": "layer_norm1.", "ln_2.": "layer_norm2.",
-             "mlp.c_fc.": "mlp.fc1.", "mlp.c_proj.": "mlp.fc2."}
-    for key, v in sd.items():
-        for tower, hf_tower in (("visual.transformer.resblocks.", "vision_model.encoder.layers."),
-                                ("transformer.resblocks.", "text_model.encoder.layers.")):
-            if key.startswith(tower):
-                layer, rest = key[len(tower):].split(".", 1)
-                if rest.startswith("attn.in_proj_"):
-                    kind = rest.rsplit("_", 1)[1]
-                    for name, part in zip("qkv", np.split(v, 3, axis=0)):
-                        hf[f"{hf_tower}{layer}.self_attn.{name}_proj.{kind}"] = part
-                else:
-                    old = next(o for o in block if rest.startswith(o))
-                    hf[f"{hf_tower}{layer}.{block[old]}{rest[len(old):]}"] = v
-                break
-        else:
-            hf[{"token_embedding.weight": "text_model.embeddings.token_embedding.weight",
-                "positional_embedding": "text_model.embeddings.position_embedding.weight",
-                "ln_final.weight": "text_model.final_layer_norm.weight",
-                "ln_final.bias": "text_model.final_layer_norm.bias",
-                "visual.class_embedding": "vision_model.embeddings.class_embedding",
-                "visual.conv1.weight": "vision_model.embeddings.patch_embedding.weight",
-                "visual.positional_embedding": "vision_model.embeddings.position_embedding.weight",
-                "visual.ln_pre.weight": "vision_model.pre_layrnorm.weight",
-                "visual.ln_pre.bias": "vision_model.pre_layrnorm.bias",
-                "visual.ln_post.weight": "vision_model.post_layernorm.weight",
-                "visual.ln_post.bias": "vision_model.post_layernorm.bias",
-                "logit_scale": "logit_scale"}.get(key, key)] = v
-    hf["visual_projection.weight"] = np.ascontiguousarray(hf.pop("visual.proj").T)
-    hf["text_projection.weight"] = np.ascontiguousarray(hf.pop("text_projection").T)
-    hf["text_model.embeddings.position_ids"] = np.arange(sd["positional_embedding"].shape[0])[None]
-    hf["vision_model.embeddings.position_ids"] = np.arange(sd["visual.positional_embedding"].shape[0])[None]
-    return hf
+from minclip.readers import CheckpointError, read_state_dict
 
 
 # ----------------------------------------------------------------------------- fixtures and checks
@@ -260,10 +114,10 @@ def test_hugging_face_non_quick_gelu_and_vision_only_rejected(tiny, tmp_path):
     (tmp_path / "a").mkdir()
     save_file(hf, str(tmp_path / "a" / "model.safetensors"))
     (tmp_path / "a" / "config.json").write_text('{"vision_config": {"hidden_act": "gelu"}}')
-    with pytest.raises(PretrainedError, match="quick_gelu"):
+    with pytest.raises(CheckpointError, match="quick_gelu"):
         read_state_dict(tmp_path / "a" / "model.safetensors")
     save_file({k: v for k, v in hf.items() if k.startswith("vision_model.")}, str(tmp_path / "vision.safetensors"))
-    with pytest.raises(PretrainedError, match="only for the ViT models"):
+    with pytest.raises(CheckpointError, match="only for the ViT models"):
         read_state_dict(tmp_path / "vision.safetensors")
 
 
@@ -274,7 +128,7 @@ def test_npz_and_load_weights_dispatch(tiny, tmp_path):
     save_checkpoint(tmp_path / "ckpt.npz", sd, step=3)
     assert_same(read_state_dict(tmp_path / "ckpt.npz"), sd)
     write_torch_zip(tmp_path / "w.pth", sd)
-    assert_same(load_weights(tmp_path / "w.pth"), sd)
+    assert_same(read_checkpoint(tmp_path / "w.pth")[0], sd)
 
 
 def test_bfloat16_storage_widened_to_float32(tmp_path):
@@ -297,7 +151,7 @@ def test_malicious_pickle_runs_nothing(tmp_path):
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("archive/data.pkl", pickle.dumps({"state_dict": Evil()}, protocol=2))
         zf.writestr("archive/version", "3\n")
-    with pytest.raises(PretrainedError, match=r"global (posix|os)\.system.*ran nothing"):
+    with pytest.raises(CheckpointError, match=r"global (posix|os)\.system.*ran nothing"):
         read_state_dict(path)
     assert not target.exists()
 
@@ -307,7 +161,7 @@ def test_malicious_pickle_runs_nothing(tmp_path):
 
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("archive/data.pkl", pickle.dumps(EvilOpen(), protocol=2))
-    with pytest.raises(PretrainedError, match=r"global (io|builtins|_io)\.open"):
+    with pytest.raises(CheckpointError, match=r"global (io|builtins|_io)\.open"):
         read_state_dict(path)
     assert not target.exists()
 
@@ -316,25 +170,25 @@ def test_truncated_and_corrupt_files(tiny, tmp_path):
     _, sd = tiny
     good = write_torch_zip(tmp_path / "good.pt", sd).read_bytes()
     (tmp_path / "cut.pt").write_bytes(good[: len(good) // 2])
-    with pytest.raises(PretrainedError, match="corrupt or truncated"):
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
         read_state_dict(tmp_path / "cut.pt")
     from safetensors.numpy import save_file
     save_file(to_hf(sd), str(tmp_path / "m.safetensors"))
     data = (tmp_path / "m.safetensors").read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) - 100])
-    with pytest.raises(PretrainedError, match="safetensors"):
+    with pytest.raises(CheckpointError, match="safetensors"):
         read_state_dict(tmp_path / "cut.safetensors")
     (tmp_path / "junk.bin").write_bytes(b"hello, not weights at all")
-    with pytest.raises(PretrainedError, match="unknown format"):
+    with pytest.raises(CheckpointError, match="unknown format"):
         read_state_dict(tmp_path / "junk.bin")
     (tmp_path / "old.pt").write_bytes(pickle.dumps({"a": 1}, protocol=2))
-    with pytest.raises(PretrainedError, match="legacy"):
+    with pytest.raises(CheckpointError, match="legacy"):
         read_state_dict(tmp_path / "old.pt")
     with pytest.raises(FileNotFoundError, match="not found"):
         read_state_dict(tmp_path / "missing.pt")
     with zipfile.ZipFile(tmp_path / "nodata.pt", "w") as zf:
         zf.writestr("archive/data.pkl", pickle.dumps({"w": 1}, protocol=2))
-    with pytest.raises(PretrainedError, match="no state_dict"):
+    with pytest.raises(CheckpointError, match="no state_dict"):
         read_state_dict(tmp_path / "nodata.pt")
 
 
@@ -346,7 +200,7 @@ def test_missing_storage_is_reported(tiny, tmp_path):
     with zipfile.ZipFile(path, "w") as zf:
         for n, b in entries.items():
             zf.writestr(n, b)
-    with pytest.raises(PretrainedError, match="archive/data/3 is missing"):
+    with pytest.raises(CheckpointError, match="archive/data/3 is missing"):
         read_state_dict(path)
 
 

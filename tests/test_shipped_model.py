@@ -8,8 +8,9 @@ Remake it (docs/index.md says so too):
 import numpy as np
 import pytest
 
+import minclip
 from minclip import data
-from minclip.checkpoint import export_checkpoint, load_checkpoint, read_checkpoint, shipped_models
+from minclip.checkpoint import export_checkpoint, read_checkpoint, shipped_models
 from minclip.evaluate import shapes_zeroshot
 from minclip.train import TrainConfig, train
 
@@ -19,7 +20,8 @@ def test_the_shipped_model_loads_by_name_and_reaches_the_default_runs_accuracy()
     weights, state = read_checkpoint("tiny-vit-shapes")
     assert "optimizer" not in state
     assert {v.dtype for v in weights.values() if v.dtype.kind == "f"} == {np.dtype(np.float16)}
-    model, tokenizer = load_checkpoint("tiny-vit-shapes")
+    model, _ = minclip.load("tiny-vit-shapes")
+    tokenizer = model.tokenizer
     assert model.visual.proj.dtype == np.float32 and tokenizer.trained_length >= 8
     evals = {s: data.Shapes(s, length=512, image_size=64, seed=0) for s in ("val", "heldout")}  # the run's own
     measured = shapes_zeroshot(model, evals, tokenizer)
@@ -42,5 +44,5 @@ def test_export_keeps_the_weights_tokenizer_and_results_and_drops_the_optimizer(
     assert np.allclose(small["visual.proj"], full["visual.proj"], rtol=1e-3, atol=1e-4)
     assert exported["results"]["zeroshot/shape_top1"] == res["zeroshot/shape_top1"]
     assert exported["tokenizer"].merges == state["tokenizer"].merges
-    model, _ = load_checkpoint(str(out))
+    model, _ = minclip.load(str(out))
     assert model.visual.proj.dtype == np.float32

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from minclip import backend
-from minclip.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from minclip.checkpoint import read_checkpoint, save_checkpoint
+from minclip.readers import CheckpointError
 from minclip.train import TrainConfig, TrainingDiverged, train
 
 
@@ -66,7 +67,7 @@ def test_corrupt_and_mismatched_checkpoints_give_clear_errors(tmp_path):
         train(tiny(tmp_path, "r", resume=str(bad)))
     with pytest.raises(FileNotFoundError, match="not found"):
         read_checkpoint(str(tmp_path / "missing.npz"))
-    with pytest.raises(CheckpointError, match="tiny-vit"):
+    with pytest.raises(ValueError, match="trained with model 'tiny-vit', not 'tiny-rn'"):
         train(tiny(tmp_path, "rn", model="tiny-rn", resume=res["checkpoint"]))
     # weights of the wrong shape for --pretrained never load partially
     model_state, state = read_checkpoint(res["checkpoint"])

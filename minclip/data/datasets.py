@@ -7,6 +7,7 @@ also has `getitem(i, rng)`, which the DataLoader uses to hand an rng to augmenti
 import csv
 import os
 import pickle
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -36,10 +37,14 @@ class UnreadableImage(ValueError):
 
 
 def _load_image(path, on_error, convert=None):
-    """Open and fully decode an image file -> PIL.Image (mode converted if `convert`)."""
+    """Open and fully decode an image file -> PIL.Image (mode converted if `convert`). 16-bit grayscale
+    (PNG's "I;16", or "I") is scaled to 8 bits: PIL's own conversion clips it, turning it nearly white."""
     try:
         with Image.open(path) as im:
             im.load()  # decode now, so a truncated file fails here and not inside the transform
+            if im.mode.startswith("I;16") or im.mode == "I":
+                a = np.asarray(im).astype(np.int64)
+                im = Image.fromarray((a >> 8 if a.max() > 255 else a).clip(0, 255).astype(np.uint8), "L")
             return im.convert(convert) if convert else im.copy()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL's decoders raise all of these
         if on_error == "skip":
@@ -88,17 +93,35 @@ class CsvImageText:
                                  f"(separator {sep!r}; choose the column with {flag})")
         ii, ci = header.index(img_key), header.index(caption_key)
         root = os.path.dirname(os.path.abspath(path))
-        rows = [r for r in rows[1:] if any(cell.strip() for cell in r)]  # ignore blank lines
-        for n, r in enumerate(rows):
+        lines = [(n, r) for n, r in enumerate(rows[1:], 2) if any(cell.strip() for cell in r)]  # blank lines ignored
+        if not lines:
+            raise ValueError(f"CsvImageText: {path} has a header ({len(header)} columns) but no rows")
+        for n, r in lines:
             if len(r) <= max(ii, ci):
-                raise ValueError(f"CsvImageText: line {n + 2} of {path} has {len(r)} fields, expected {len(header)}")
-        self.images = [os.path.join(root, r[ii]) for r in rows]  # join keeps absolute paths as they are
-        self.captions = [r[ci] for r in rows]
+                raise ValueError(f"CsvImageText: line {n} of {path} has {len(r)} fields, expected {len(header)}")
+        empty = [n for n, r in lines if not r[ci].strip()]
+        if empty:  # an empty caption is only <|startoftext|><|endoftext|>: nothing to learn from the pair
+            warnings.warn(f"CsvImageText: {len(empty)} of the {len(lines)} rows of {path} have an empty caption and "
+                          f"are left out (first: line {empty[0]})", stacklevel=2)
+            lines = [(n, r) for n, r in lines if r[ci].strip()]
+        if not lines:
+            raise ValueError(f"CsvImageText: every row of {path} has an empty caption in column {caption_key!r}")
+        self.images = [os.path.join(root, r[ii]) for _, r in lines]  # join keeps absolute paths as they are
+        self.captions = [r[ci] for _, r in lines]
         self.path, self.on_error = path, on_error
         self.transform = clip_preprocess(image_size) if transform is None else transform
 
     def __len__(self):
         return len(self.images)
+
+    def drop_missing(self):
+        """Leave out the rows whose image file does not exist; returns their paths (reported once by the
+        caller, instead of once per epoch by the loader)."""
+        keep = [os.path.isfile(p) for p in self.images]
+        missing = [p for p, k in zip(self.images, keep) if not k]
+        self.images = [p for p, k in zip(self.images, keep) if k]
+        self.captions = [c for c, k in zip(self.captions, keep) if k]
+        return missing
 
     def getitem(self, i, rng=None):
         img = _load_image(self.images[i], self.on_error)
@@ -108,10 +131,21 @@ class CsvImageText:
         return self.getitem(i)
 
 
+def _not_a_class(folder):
+    """Hidden folders (`.minclip-index`, `.git`, ...) and minclip's own run folders (they hold metrics.jsonl,
+    or folders that do) are never classes, whatever images they contain (curves.png, ...)."""
+    if os.path.basename(folder).startswith("."):
+        return True
+    if os.path.isfile(os.path.join(folder, "metrics.jsonl")):
+        return True
+    return any(os.path.isfile(os.path.join(e.path, "metrics.jsonl")) for e in os.scandir(folder) if e.is_dir())
+
+
 class ImageFolder:
     """Labelled images stored as root/<class name>/<image file>, like torchvision's ImageFolder.
 
-    classes: sorted list of the sub-folder names; class index = position in it.
+    classes: sorted list of the sub-folder names (hidden folders and minclip's run folders are not
+    classes); class index = position in it.
     samples: list of (path, class index), files found recursively and sorted, extensions in
     IMG_EXTENSIONS. Images are converted to RGB before the transform, as torchvision's loader
     does (this is how CLIP's zero-shot benchmarks were read).
@@ -123,12 +157,13 @@ class ImageFolder:
         _check_on_error(on_error)
         if not os.path.isdir(root):
             raise FileNotFoundError(f"ImageFolder: folder not found: {root}")
-        self.classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
+        self.classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not _not_a_class(e.path))
         if not self.classes:
             raise ValueError(f"ImageFolder: no class sub-folders in {root}; expected {root}/<class name>/<image>")
         self.samples = []
         for idx, name in enumerate(self.classes):
-            for dirpath, _, files in sorted(os.walk(os.path.join(root, name), followlinks=True)):
+            for dirpath, dirs, files in sorted(os.walk(os.path.join(root, name), followlinks=True)):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]  # e.g. a search index inside a class
                 self.samples += [(os.path.join(dirpath, f), idx) for f in sorted(files)
                                  if f.lower().endswith(IMG_EXTENSIONS)]
         if not self.samples:

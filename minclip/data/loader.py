@@ -102,8 +102,8 @@ class DataLoader:
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)  # an abandoned epoch stops its queued batches
             if skipped:
-                warnings.warn(f"DataLoader: skipped {len(skipped)} unreadable image(s) in epoch {epoch}, "
-                              f"first: {skipped[0]}", stacklevel=2)
+                warnings.warn(f"DataLoader: skipped {len(skipped)} unreadable image(s) in epoch {epoch + 1}, "
+                              f"first: {skipped[0]}", stacklevel=2)  # epochs counted from 1, as the progress bar
 
     def _prefetched(self, pool, chunks, epoch):
         """(batch, skipped paths) in order, keeping max(prefetch, num_workers) batches in flight."""

@@ -21,8 +21,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the dataset and the PyTorch reference
 from digits_data import CLASSES, make_digits  # noqa: E402
 
+import minclip  # noqa: E402
 from minclip import backend, data  # noqa: E402
-from minclip.checkpoint import load_checkpoint  # noqa: E402
 from minclip.evaluate import normalize_rows, zero_shot_classifier, zero_shot_eval  # noqa: E402
 from minclip.model import create_model  # noqa: E402
 from minclip.optim import cosine_lr, param_groups_for_clip  # noqa: E402
@@ -37,7 +37,8 @@ def minclip_run(train_csv, test_dir, args, logs):
                             batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, logs=logs, name="minclip",
                             progress=False))
     seconds = time.perf_counter() - t
-    model, tokenizer = load_checkpoint(res["checkpoint"])
+    model, _ = minclip.load(res["checkpoint"])
+    tokenizer = model.tokenizer
     test = data.ImageFolder(test_dir, image_size=model.visual.input_resolution)
     accs = {}
     for template in TEMPLATES:
@@ -107,7 +108,7 @@ def main(argv=None):
         print(f"digits: {args.n_train} captioned training images, {args.n_test} test images of {len(CLASSES)} "
               f"classes; {args.model}, {args.epochs} epochs, batch {args.batch_size}, lr {args.lr}")
         rows = [("minclip", *minclip_run(train_csv, test_dir, args, root)[:2])]
-        tokenizer = load_checkpoint(str(Path(root, "minclip", "checkpoints", "latest.npz")))[1]
+        tokenizer = minclip.load(str(Path(root, "minclip", "checkpoints", "latest.npz")))[0].tokenizer
         try:
             import torch  # noqa: F401
             if not args.no_torch:
