@@ -64,14 +64,15 @@ class Tensor:
     """An array with a gradient.
 
     data: NumPy or CuPy array; Python numbers and lists become arrays of the
-    current backend (floats in the default dtype, float32 unless changed).
+    current backend (floats in the default dtype, float32 unless changed). A NumPy scalar is kept as
+    it is: the constant of `x * 0.5` (as_tensor), which both NumPy and CuPy take without making an array.
     """
     __array_priority__ = 200  # so `ndarray * Tensor` calls Tensor.__rmul__
 
     def __init__(self, data, requires_grad=False, name=None):
         if isinstance(data, Tensor):
             data = data.data
-        if not backend.is_array(data):
+        if not backend.is_array(data) and not isinstance(data, np.generic):  # NumPy scalars stay: see as_tensor
             a = np.asarray(data)
             data = backend.asarray(a, dtype=backend.get_default_dtype() if a.dtype.kind == "f" else None)
         self.data = data
@@ -158,7 +159,7 @@ class Tensor:
                 raise RuntimeError(f"backward: output has shape {self.shape}; a gradient can be implied only "
                                    "for a single-element output, pass backward(grad=...) of the same shape")
             return backend.get_array_module(self.data).ones_like(self.data)
-        grad = backend.unwrap(grad)
+        grad = backend.asarray(grad, like=self.data)  # a host gradient for a device tensor moves (once)
         if tuple(grad.shape) != self.shape:
             raise ValueError(f"backward: grad has shape {tuple(grad.shape)} but the tensor has shape {self.shape}")
         return grad
@@ -226,6 +227,8 @@ def as_tensor(x, like=None):
     if like is not None and not backend.is_array(x):
         a = np.asarray(x)
         dtype = like.dtype if like.dtype.kind == "f" else backend.get_default_dtype() if a.dtype.kind == "f" else None
+        if a.ndim == 0:  # a number stays a NumPy scalar: NumPy and CuPy take it as is, no array on the device
+            return Tensor(a.astype(dtype or a.dtype)[()])
         return Tensor(backend.asarray(a, dtype=dtype, like=like))
     return Tensor(x)
 
@@ -452,7 +455,7 @@ class Transpose(Function):
     def backward(self, g):
         if self.axes is None:
             return g.transpose()
-        return g.transpose(np.argsort([a % g.ndim for a in self.axes]))  # negative axes count from the end
+        return g.transpose(tuple(int(i) for i in np.argsort([a % g.ndim for a in self.axes])))  # (host ints)
 
 
 class GetItem(Function):

@@ -10,6 +10,10 @@ runs on the CPU (NumPy) and the GPU (CuPy), as in DeZero. The rule:
 
 Random numbers are always drawn with NumPy and then moved, so a seed gives the
 same numbers on both backends (tests rely on this).
+
+A third backend, "strict" (minclip/strict.py), is NumPy underneath with CuPy's rules on top: no implicit
+conversion to NumPy, no mixing with NumPy arrays, 0-d results, every device-to-host transfer counted.
+The suite runs on it to prove device code without a GPU.
 """
 import ctypes
 import math
@@ -19,12 +23,14 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from . import strict
+
 try:  # CuPy is optional: `pip install minclip[cuda12]` or `[cuda13]`
     import cupy
 except Exception:  # ImportError, or a broken CUDA install that fails on import
     cupy = None
 
-NAMES = ("numpy", "cupy")  # the backends: NumPy on the CPU, CuPy on a CUDA GPU
+NAMES = ("numpy", "cupy", "strict")  # NumPy on the CPU, CuPy on a CUDA GPU, CuPy's rules on the CPU
 xp = np  # the array module for new arrays; read it as `backend.xp`
 _name = "numpy"
 _default_dtype = np.dtype(np.float32)
@@ -36,10 +42,12 @@ class BackendError(RuntimeError):
 
 
 def array_module(name):
-    """The array module of backend `name` ("numpy" or "cupy"), checked to be usable; changes nothing."""
+    """The array module of backend `name` ("numpy", "cupy" or "strict"), checked to be usable; changes nothing."""
     name = name.lower()
     if name == "numpy":
         return np
+    if name == "strict":
+        return strict
     if name not in NAMES:
         raise ValueError(f"unknown backend {name!r}; choose one of {NAMES}")
     if cupy is None:
@@ -55,14 +63,14 @@ def array_module(name):
 
 
 def use(name):
-    """Set the default backend for new arrays: "numpy" or "cupy". Returns its array module."""
+    """Set the default backend for new arrays: "numpy", "cupy" or "strict". Returns its array module."""
     global xp, _name
     xp, _name = array_module(name), name.lower()
     return xp
 
 
 def current():
-    """Name of the default backend for new arrays: "numpy" or "cupy"."""
+    """Name of the default backend for new arrays: "numpy", "cupy" or "strict"."""
     return _name
 
 
@@ -74,15 +82,17 @@ def unwrap(x):
 
 
 def get_array_module(x):
-    """NumPy or CuPy, whichever holds `x` (a Tensor or an array)."""
+    """NumPy, CuPy or the strict stand-in, whichever holds `x` (a Tensor or an array)."""
     x = unwrap(x)
     if cupy is not None and isinstance(x, cupy.ndarray):
         return cupy
+    if isinstance(x, strict.ndarray):
+        return strict
     return np
 
 
 def is_array(x):
-    return isinstance(x, np.ndarray) or (cupy is not None and isinstance(x, cupy.ndarray))
+    return isinstance(x, (np.ndarray, strict.ndarray)) or (cupy is not None and isinstance(x, cupy.ndarray))
 
 
 def asarray(x, dtype=None, like=None):
@@ -98,8 +108,8 @@ def asarray(x, dtype=None, like=None):
 def to_numpy(x):
     """`x` (Tensor, NumPy or CuPy array, scalar) as a NumPy array on the host."""
     x = unwrap(x)
-    if cupy is not None and isinstance(x, cupy.ndarray):
-        return x.get()
+    if (cupy is not None and isinstance(x, cupy.ndarray)) or isinstance(x, strict.ndarray):
+        return x.get()  # the one place data leaves the device
     return np.asarray(x)
 
 
@@ -166,8 +176,11 @@ _np_erf = np.frompyfunc(math.erf, 1, 1)
 
 def erf(x):
     """Elementwise error function (NumPy has none; math.erf is exact to round-off)."""
-    if get_array_module(x) is np:
+    xp = get_array_module(x)
+    if xp is np:
         return np.asarray(_np_erf(x), dtype=x.dtype)  # frompyfunc gives a Python float for 0-d input
+    if xp is strict:
+        return strict.special.erf(x)
     import cupyx.scipy.special  # here, not at the top: CuPy is optional
     return cupyx.scipy.special.erf(x)
 
@@ -197,7 +210,7 @@ def info():
         d["device"] = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
         d["cupy"] = cupy.__version__
     else:
-        d["device"] = "cpu"
+        d["device"] = "cpu (the strict stand-in for a GPU)" if _name == "strict" else "cpu"
         d["cupy"] = cupy.__version__ if cupy is not None else "not installed"
     return d
 

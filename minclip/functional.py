@@ -234,10 +234,13 @@ class Embedding(Function):
         ids = self.ids
         if ids.dtype.kind not in "iu":
             raise ValueError(f"embedding: ids must be integers, got {ids.dtype}")
-        lo, hi = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
-        if lo < 0 or hi >= W.shape[0]:  # the one range check of token ids (encode_text relies on it)
-            raise ValueError(f"embedding: token ids must lie in [0, {W.shape[0]}); got max id {hi} (min {lo}) "
-                             f"but vocab_size is {W.shape[0]}")
+        if isinstance(ids, np.ndarray):  # ids from the host (the tokenizer's): checked for free, then moved
+            lo, hi = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
+            if lo < 0 or hi >= W.shape[0]:  # the one range check of token ids (encode_text relies on it)
+                raise ValueError(f"embedding: token ids must lie in [0, {W.shape[0]}); got max id {hi} (min {lo}) "
+                                 f"but vocab_size is {W.shape[0]}")
+            self.ids = ids = backend.asarray(ids, like=W)
+        # ids already on a device are not checked: reading their range back would stall the GPU twice
         self.W_shape = W.shape
         return W[ids]
 

@@ -138,7 +138,8 @@ class CLIP(nn.Module):
         causal mask are used. Because of the causal mask this gives exactly the features of the same
         tokens zero-padded to context_length, and attention costs L^2 instead of 77^2.
         """
-        text = backend.asarray(text, like=self.token_embedding.weight)  # where the model is, not the default
+        text = backend.unwrap(text)  # host ids stay on the host: the embedding checks their range, then moves them
+        text = text if backend.is_array(text) else np.asarray(text)
         N, L = self._check_tokens(text)
         x = self.token_embedding(text)                                           # (N, L, width)
         pos = self.positional_embedding
@@ -147,7 +148,8 @@ class CLIP(nn.Module):
         # features of the EOT token, the highest id in each row (as OpenAI). Gathering before ln_final
         # gives the same result (layer norm acts per token) and normalises N rows instead of N*L.
         xp = backend.get_array_module(text)
-        x = x[xp.arange(N), text.argmax(axis=-1)]                                # (N, width)
+        rows, eot = (backend.asarray(i, like=x.data) for i in (xp.arange(N), text.argmax(axis=-1)))
+        x = x[rows, eot]                                                         # (N, width)
         return self.ln_final(x) @ self.text_projection                           # (N, embed_dim)
 
     def _check_tokens(self, text):

@@ -149,6 +149,8 @@ def _copy_in(v, target):
     """A copy of array `v` in the dtype and on the backend of the array `target` it replaces: a loaded
     model must never share memory with the state_dict it came from (in-place optimizer steps would
     write into the caller's arrays)."""
+    if backend.is_array(v) and backend.get_array_module(v) is backend.get_array_module(target):
+        return v.astype(target.dtype, copy=True)  # already on that backend: no round trip through the host
     return backend.asarray(np.array(backend.to_numpy(v), dtype=target.dtype), like=target)
 
 

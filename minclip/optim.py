@@ -278,23 +278,24 @@ class CosineSchedule:
 # ----------------------------------------------------------------------------- gradient clipping
 def clip_grad_norm_(params, max_norm):
     """Scale all gradients together so their global L2 norm is at most `max_norm`; returns that norm
-    (before clipping) as a float, like torch.nn.utils.clip_grad_norm_.
+    (before clipping) as a 0-d array on the gradients' device, like torch.nn.utils.clip_grad_norm_.
 
-    Parameters without a gradient are skipped. A NaN or infinite norm is returned as is and
-    nothing is scaled (the caller decides to skip the step). The scaled gradient is a new
+    Everything stays on the device: the scale is min(1, max_norm / norm), computed and applied there,
+    so a GPU never waits for the host. A NaN or infinite norm scales nothing (the caller, which reads
+    the loss, stops the run). Parameters without a gradient are skipped. The scaled gradient is a new
     array: gradients may be shared between parameters, so scaling in place could hit one twice.
     """
     params = [params] if isinstance(params, Tensor) else params
     unique = {id(p): p for p in params if p.grad is not None}
     grads = [p.grad for p in unique.values()]
     if not grads:
-        return 0.0
+        return np.zeros((), np.float32)
     xp = backend.get_array_module(grads[0])
     # norm of the per-parameter norms, summed in at least float32 (fp16 squares overflow)
     norms = [xp.linalg.norm(g.ravel().astype(np.promote_types(g.dtype, np.float32), copy=False)) for g in grads]
-    total = float(xp.linalg.norm(xp.stack(norms)))  # one device-to-host sync
-    if math.isfinite(total) and total > max_norm:
-        scale = max_norm / (total + 1e-6)  # torch's epsilon
-        for p in unique.values():
-            p.grad = p.grad * scale
+    total = xp.linalg.norm(xp.stack(norms))                                          # 0-d, on the device
+    clip = xp.isfinite(total) & (total > max_norm)
+    scale = xp.where(clip, max_norm / (total + 1e-6), 1.0)                           # torch's epsilon
+    for p in unique.values():
+        p.grad = p.grad * scale.astype(p.grad.dtype)
     return total

@@ -99,9 +99,10 @@ class CrossEntropy(Function):
                              f"({logits.shape[0] if logits.ndim else '?'},), got {labels.shape}")
         if labels.dtype.kind not in "iu":
             raise ValueError(f"cross_entropy: labels must be integers, got {labels.dtype}")
-        if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]):
-            raise ValueError(f"cross_entropy: labels must lie in [0, {logits.shape[1]}), "
-                             f"got min {int(labels.min())} max {int(labels.max())}")
+        if isinstance(labels, np.ndarray) and labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
+            raise ValueError(f"cross_entropy: labels must lie in [0, {logits.shape[1]}), "  # host labels: checked
+                             f"got min {int(labels.min())} max {int(labels.max())}")   # for free; device ones not
+        labels = backend.asarray(labels, like=logits)
         self.logp = _log_softmax(logits, 1)
         return -self.logp[get_array_module(logits).arange(len(labels)), labels].mean()
 

@@ -20,6 +20,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from . import backend, data
@@ -94,22 +95,31 @@ class TrainingDiverged(RuntimeError):
 
 # ----------------------------------------------------------------------------- one step
 def train_step(model, optimizer, images, tokens, grad_clip=1.0):
-    """One optimisation step on a batch; returns (loss, grad_norm) as floats."""
+    """One optimisation step on a batch; returns (loss, grad_norm) as 0-d arrays on the model's device.
+
+    Nothing is read back to the host here: on a GPU the whole step is queued and the host never waits.
+    The caller reads the loss (read_step_values: one transfer) and stops the run if it is not finite.
+    grad_clip 0: no clipping (the norm is still measured)."""
     image_features = model.encode_image(images)      # I_f @ W_i   (B, embed_dim)
     text_features = model.encode_text(tokens)        # T_f @ W_t   (B, embed_dim)
     loss = clip_loss_global(image_features, text_features, model.logit_scale)  # = clip_loss on one process
-    value = dist.average_scalar(float(loss.data))      # distributed: the global loss, the same on every rank
-    if not math.isfinite(value):
-        return value, float("nan")
     optimizer.zero_grad()
     loss.backward()
     dist.average_gradients(model.parameters())       # distributed: mean over ranks (no-op on one process)
-    grad_norm = clip_grad_norm_(model.parameters(), grad_clip) if grad_clip else float("nan")
+    grad_norm = clip_grad_norm_(model.parameters(), grad_clip or math.inf)
     optimizer.step()
     # Section 2.5: the temperature is "clipped to prevent scaling the logits by more than 100"
     t = model.logit_scale.data
     backend.get_array_module(t).clip(t, 0, math.log(MAX_LOGIT_SCALE), out=t)  # in place: stays a 0-d array
-    return value, grad_norm
+    return loss.data, grad_norm
+
+
+def read_step_values(loss, logit_scale, grad_norm):
+    """(loss, exp(t), grad_norm) as floats, in one device-to-host transfer: the step's one sync.
+    Distributed: the loss is averaged over the ranks (the same value on every rank)."""
+    xp = backend.get_array_module(loss)
+    values = backend.to_numpy(xp.stack([v.astype(np.float32) for v in (loss, logit_scale, grad_norm)]))
+    return dist.average_scalar(float(values[0])), math.exp(float(values[1])), float(values[2])
 
 
 # ----------------------------------------------------------------------------- data
@@ -363,13 +373,13 @@ class _Run:
                 self.step += 1
                 continue
             lr = self.schedule.step(self.step)
-            loss, grad_norm = train_step(model, self.optimizer, images, tokens, cfg.grad_clip)
+            step_values = train_step(model, self.optimizer, images, tokens, cfg.grad_clip)
+            loss, scale, grad_norm = read_step_values(step_values[0], model.logit_scale.data, step_values[1])
             if not math.isfinite(loss):
                 raise TrainingDiverged(f"loss became {loss} at step {self.step + 1}; stopped without saving, "
                                        f"the last good checkpoint is {self.ckpt_path}")
             self.step += 1
             seen += len(images) * dist.world_size()
-            scale = math.exp(float(model.logit_scale.data))
             if self.step % cfg.log_every == 0 or self.step == total_steps:
                 ips = seen / max(time.time() - t_epoch, 1e-9)  # this epoch's average
                 self.log({"step": self.step, "epoch": epoch, "loss": loss, "logit_scale": scale, "lr": lr,

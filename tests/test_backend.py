@@ -1,5 +1,6 @@
 """The array backend: NumPy by default, CuPy on request with clear errors, seeded random numbers,
 host copies, the default dtype, and the `minclip info` command."""
+import json
 import math
 import os
 import subprocess
@@ -234,3 +235,42 @@ def test_keep_freed_memory_stops_page_faults_from_step_to_step():
     (_, default_faults), (kept, kept_faults) = [r.stdout.split() for r in runs.values()]
     assert kept == "True"
     assert int(default_faults) > 5 * 20_000 and int(kept_faults) < 2_000, (default_faults, kept_faults)
+
+
+class _NoDevice(Exception):
+    """What CuPy raises from cudaGetDeviceCount on a machine with its wheel but no GPU driver."""
+
+
+def _cupy_without_a_device():
+    """A stand-in for an installed CuPy on a machine with no GPU: importable, but every CUDA call fails."""
+    def no_device():
+        raise _NoDevice("cudaErrorNoDevice: no CUDA-capable device is detected")
+    runtime = types.SimpleNamespace(getDeviceCount=no_device)
+    return types.SimpleNamespace(ndarray=type("ndarray", (), {}), cuda=types.SimpleNamespace(runtime=runtime),
+                                 __version__="14.0.0")
+
+
+def test_cupy_installed_without_a_device_is_one_clear_error(monkeypatch, capsys):
+    """With the CuPy wheel but no GPU, choosing cupy says there is no device, in one line, and changes nothing;
+    the command line prints it and exits 1 (not a traceback from inside CUDA)."""
+    monkeypatch.setattr(backend, "cupy", _cupy_without_a_device())
+    before = backend.current()
+    with pytest.raises(backend.BackendError, match="no CUDA GPU is usable: cudaErrorNoDevice"):
+        backend.use("cupy")
+    assert backend.current() == before
+    assert minclip.cli.main(["info", "--backend", "cupy"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("minclip: error: backend 'cupy' requested but no CUDA GPU"), err
+
+
+def test_the_gpu_check_fails_loudly_without_a_device(tmp_path):
+    """.ci/gpu-check never skips: on a machine without a GPU it stops at once with a non-zero status."""
+    import shutil
+    if shutil.which("nvidia-smi"):
+        r = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+        if r.returncode == 0 and r.stdout.startswith("GPU"):
+            pytest.skip("this machine has a GPU: the check would run in full")
+    r = subprocess.run(["bash", os.path.join(ROOT, ".ci", "gpu-check"), str(tmp_path)], capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ, OUT=""))
+    assert r.returncode == 2 and "gpu-check: FAILED: no CUDA device" in r.stderr, (r.returncode, r.stderr)
+    assert json.loads((tmp_path / "summary.json").read_text())["error"] == "no CUDA device"

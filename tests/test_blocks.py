@@ -7,9 +7,9 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
-from _helpers import cupy_usable
+from _helpers import cupy_usable, host
 
-from minclip import backend, nn
+from minclip import backend, nn, strict
 from minclip import functional as F
 from minclip.autograd import Tensor
 from minclip.gradcheck import gradcheck
@@ -25,7 +25,7 @@ def float64():
 
 
 def rand(*shape, seed=0):
-    return Tensor(np.random.default_rng(seed).standard_normal(shape), requires_grad=True)
+    return Tensor(backend.asarray(np.random.default_rng(seed).standard_normal(shape)), requires_grad=True)
 
 
 def check(module, *inputs, **kw):
@@ -92,7 +92,7 @@ class TestModuleTo:
 
     def test_to_an_unknown_target_names_both_kinds(self):
         net = small_net()
-        with pytest.raises(ValueError, match=r"'cuda' is neither a backend \('numpy', 'cupy'\) nor a dtype"):
+        with pytest.raises(ValueError, match=r"'cuda' is neither a backend \('numpy', 'cupy', 'strict'\) nor a dtype"):
             net.to("cuda")
 
 
@@ -131,16 +131,18 @@ class TestLayers:
         bn.running_var[:] = [0.3, 2.0, 1.5]
         check(bn, rand(4, 3, 2, 2))
         x = rand(4, 3, 2, 2)
-        ref = (x.data - bn.running_mean[:, None, None]) / np.sqrt(bn.running_var[:, None, None] + 1e-5)
-        np.testing.assert_allclose(bn(x).data, ref)
+        mean, var = host(bn.running_mean), host(bn.running_var)
+        ref = (host(x) - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5)
+        np.testing.assert_allclose(host(bn(x)), ref)
 
     def test_batch_norm_running_stats(self):
         bn = nn.BatchNorm2d(2, momentum=0.1)
         x = rand(5, 2, 3, 3)
         bn(x)
         n = 5 * 3 * 3
-        np.testing.assert_allclose(bn.running_mean, 0.1 * x.data.mean((0, 2, 3)))
-        np.testing.assert_allclose(bn.running_var, 0.9 + 0.1 * x.data.var((0, 2, 3)) * n / (n - 1))
+        xh = host(x)
+        np.testing.assert_allclose(host(bn.running_mean), 0.1 * xh.mean((0, 2, 3)))
+        np.testing.assert_allclose(host(bn.running_var), 0.9 + 0.1 * xh.var((0, 2, 3)) * n / (n - 1))
         assert int(bn.num_batches_tracked) == 1
 
     @pytest.mark.parametrize("k,stride,padding", [(2, None, 0), (3, 1, 1), (2, 1, 0)])
@@ -149,9 +151,10 @@ class TestLayers:
 
     def test_embedding(self):
         emb = nn.Embedding(7, 4)
-        ids = np.array([[1, 3, 3], [6, 0, 1]])  # repeated ids must add up
+        ids = np.array([[1, 3, 3], [6, 0, 1]])  # repeated ids must add up; host ids, as the tokenizer gives
         check(emb, ids)
-        np.testing.assert_array_equal(emb(ids).data, emb.weight.data[ids])
+        np.testing.assert_array_equal(host(emb(ids)), host(emb.weight)[ids])
+        np.testing.assert_array_equal(host(emb(backend.asarray(ids))), host(emb.weight)[ids])  # ids on the device
 
     def test_multihead_self_attention(self):
         check(nn.MultiheadAttention(8, 2), rand(2, 3, 8))
@@ -161,13 +164,14 @@ class TestLayers:
         mask = F.causal_mask(4, dtype=np.float64)
         gradcheck(lambda x: mha(x, attn_mask=mask), [rand(2, 4, 8)], params=mha.parameters())
         x = rand(1, 4, 8)
-        np.testing.assert_allclose(mha(x[:, :2], attn_mask=mask[:2, :2]).data, mha(x, attn_mask=mask).data[:, :2],
+        np.testing.assert_allclose(host(mha(x[:, :2], attn_mask=mask[:2, :2])), host(mha(x, attn_mask=mask))[:, :2],
                                    rtol=1e-12)  # causal: a prefix of the input gives a prefix of the output
 
     def test_multihead_cross_attention_with_mask(self):
         mha = nn.MultiheadAttention(8, 2)
         mask = np.where(np.random.default_rng(1).random((3, 5)) < 0.3, -np.inf, 0.0)
         mask[:, 0] = 0  # every query sees at least one key
+        mask = backend.asarray(mask)  # made on the host, moved to the parameters' backend
         q, kv = rand(2, 3, 8, seed=1), rand(2, 5, 8, seed=2)
         gradcheck(lambda q, kv: mha(q, kv, kv, attn_mask=mask), [q, kv], params=mha.parameters())
 
@@ -175,15 +179,16 @@ class TestLayers:
         x = rand(2, 5, 6)
         heads = nn.split_heads(x, 3)                                    # (2, 3, 5, 2)
         assert heads.shape == (2, 3, 5, 2)
-        np.testing.assert_array_equal(heads.data[:, 1], x.data[..., 2:4])  # head j: features j*d .. (j+1)*d
-        np.testing.assert_array_equal(nn.merge_heads(heads).data, x.data)
+        np.testing.assert_array_equal(host(heads)[:, 1], host(x)[..., 2:4])  # head j: features j*d .. (j+1)*d
+        np.testing.assert_array_equal(host(nn.merge_heads(heads)), host(x))
         gradcheck(lambda x: nn.merge_heads(nn.split_heads(x, 3) * 2), [x])
 
     def test_multihead_matches_separate_heads(self):
         """The packed projection and head split equal the textbook per-head loop."""
         mha = nn.MultiheadAttention(8, 2)
         x = rand(2, 3, 8).data
-        qkv = x @ mha.in_proj_weight.data.T + mha.in_proj_bias.data
+        xh = host(x)
+        qkv = xh @ host(mha.in_proj_weight).T + host(mha.in_proj_bias)
         q, k, v = np.split(qkv, 3, axis=-1)
         heads = []
         for h in range(2):
@@ -191,17 +196,18 @@ class TestLayers:
             a = q[..., s] @ k[..., s].swapaxes(1, 2) / 2.0
             a = np.exp(a - a.max(-1, keepdims=True))
             heads.append((a / a.sum(-1, keepdims=True)) @ v[..., s])
-        ref = np.concatenate(heads, -1) @ mha.out_proj.weight.data.T + mha.out_proj.bias.data
-        np.testing.assert_allclose(mha(x).data, ref, rtol=1e-12)
+        ref = np.concatenate(heads, -1) @ host(mha.out_proj.weight).T + host(mha.out_proj.bias)
+        np.testing.assert_allclose(host(mha(x)), ref, rtol=1e-12)
 
     def test_quick_gelu(self):
         act = nn.QuickGELU()
         check(act, rand(3, 4))
         x = rand(5).data
-        np.testing.assert_allclose(act(x).data, x / (1 + np.exp(-1.702 * x)))
+        xh = host(x)
+        np.testing.assert_allclose(host(act(x)), xh / (1 + np.exp(-1.702 * xh)))
 
     def test_relu_gelu_identity(self):
-        check(nn.ReLU(), Tensor(np.array([-1.5, -0.2, 0.3, 2.0]), requires_grad=True))
+        check(nn.ReLU(), Tensor(backend.asarray(np.array([-1.5, -0.2, 0.3, 2.0])), requires_grad=True))
         check(nn.GELU(), rand(3, 4))
         check(nn.Identity(), rand(3))
 
@@ -227,9 +233,9 @@ class TestTransformerBlocks:
         block = ResidualAttentionBlock(8, 2, attn_mask=F.causal_mask(6, dtype=np.float64))
         check(block, rand(2, 4, 8), max_elements=0, n_directions=4)  # shorter than the mask
         x = rand(1, 6, 8)
-        full = block(x).data
+        full = host(block(x))
         # causal: position i depends only on positions <= i, so a prefix gives a prefix
-        np.testing.assert_allclose(block(x[:, :4]).data, full[:, :4], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(host(block(x[:, :4])), full[:, :4], rtol=1e-12, atol=1e-12)
         with pytest.raises(ValueError, match="7 positions but the attention mask covers only 6"):
             block(rand(1, 7, 8))
 
@@ -241,7 +247,17 @@ class TestTransformerBlocks:
         before = dict(vars(block))
         x = Tensor(rand(1, 3, 8).data.astype(np.float32))
         assert block(x).dtype == np.float32
-        assert block.mask_for(x).base is block.attn_mask  # the matching mask: a view of its corner, no copy
+        # the matching mask: a view of its corner, no copy
+        corner = block.mask_for(x)
+        assert corner.shape == (3, 3) and corner.dtype == np.float32
+        if not isinstance(corner, strict.ndarray):  # strict arrays do not expose a view's base
+            assert corner.base is block.attn_mask
+        # on every backend: the corner shares the mask's memory (a write shows through), then is put back
+        assert host(block.attn_mask)[0, 1] == -np.inf
+        corner[0, 1] = 5.0
+        assert host(block.attn_mask)[0, 1] == 5.0
+        corner[0, 1] = -np.inf
+        np.testing.assert_array_equal(host(block.attn_mask), host(F.causal_mask(6, dtype=np.float32)))
         y = block(rand(1, 5, 8))  # float64 input: a float64 copy of the corner, made per call
         assert y.dtype == np.float64 and block.mask_for(rand(1, 5, 8)).dtype == np.float64
         assert all(vars(block)[k] is v for k, v in before.items()) and vars(block).keys() == before.keys()
@@ -263,12 +279,12 @@ class TestTransformerBlocks:
         # every parameter, including the class token and ln_pre, gets a gradient
         vit.zero_grad()
         vit(x).sum().backward()
-        assert all(p.grad is not None and np.abs(p.grad).sum() > 0 for p in vit.parameters())
+        assert all(p.grad is not None and np.abs(host(p.grad)).sum() > 0 for p in vit.parameters())
 
     def test_vision_transformer_images_are_independent(self):
         vit = VisionTransformer(input_resolution=8, patch_size=4, width=8, layers=1, heads=2, output_dim=4)
         x = rand(3, 3, 8, 8)
-        np.testing.assert_allclose(vit(x).data[1:2], vit(x[1:2]).data, rtol=1e-12)
+        np.testing.assert_allclose(host(vit(x))[1:2], host(vit(x[1:2])), rtol=1e-12)
 
 
 # ----------------------------------------------------------------------------- resnet blocks
@@ -331,19 +347,19 @@ class TestResNetBlocks:
         """The mean token, with position embeddings, queries [mean; HW tokens]: a loop over heads."""
         pool = AttentionPool2d(spacial_dim=2, embed_dim=8, num_heads=2, output_dim=3)
         x = rand(2, 8, 2, 2).data
-        t = x.reshape(2, 8, 4).transpose(0, 2, 1)
-        t = np.concatenate([t.mean(1, keepdims=True), t], 1) + pool.positional_embedding.data  # (2, 5, 8)
-        q = t[:, :1] @ pool.q_proj.weight.data.T + pool.q_proj.bias.data
-        k = t @ pool.k_proj.weight.data.T + pool.k_proj.bias.data
-        v = t @ pool.v_proj.weight.data.T + pool.v_proj.bias.data
+        t = host(x).reshape(2, 8, 4).transpose(0, 2, 1)
+        t = np.concatenate([t.mean(1, keepdims=True), t], 1) + host(pool.positional_embedding)  # (2, 5, 8)
+        q = t[:, :1] @ host(pool.q_proj.weight).T + host(pool.q_proj.bias)
+        k = t @ host(pool.k_proj.weight).T + host(pool.k_proj.bias)
+        v = t @ host(pool.v_proj.weight).T + host(pool.v_proj.bias)
         out = []
         for h in range(2):
             s = slice(4 * h, 4 * h + 4)
             a = q[..., s] @ k[..., s].swapaxes(1, 2) / 2.0
             a = np.exp(a - a.max(-1, keepdims=True))
             out.append((a / a.sum(-1, keepdims=True)) @ v[..., s])
-        ref = np.concatenate(out, -1)[:, 0] @ pool.c_proj.weight.data.T + pool.c_proj.bias.data
-        np.testing.assert_allclose(pool(x).data, ref, rtol=1e-12)
+        ref = np.concatenate(out, -1)[:, 0] @ host(pool.c_proj.weight).T + host(pool.c_proj.bias)
+        np.testing.assert_allclose(host(pool(x)), ref, rtol=1e-12)
 
     def test_attention_pool_wrong_grid(self):
         pool = AttentionPool2d(spacial_dim=2, embed_dim=8, num_heads=2)

@@ -6,10 +6,12 @@ from the matmuls and convolutions the step actually runs) and the model-FLOPs ut
 against this machine's measured NumPy matmul peak. When torch is importable the same model,
 with the same weights and batch, runs in PyTorch in the same process, in blocks of steps
 alternating with minclip's, and the ratio minclip / torch is printed (targets on CPU:
-tiny-rn <= 1.5x, tiny-vit <= 1.25x).
+tiny-rn <= 1.5x, tiny-vit <= 1.25x). With `--backend cupy` minclip runs on the GPU and PyTorch on CUDA,
+and the peak device memory of each is reported; `--json PATH` writes the table (.ci/gpu-check uses it).
 `--breakdown` adds a table of where minclip's step goes: forward and backward time per Function.
 """
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -166,15 +168,15 @@ def minclip_step(name, batch_size=64, text_len=16):
     return model, step, 3 * fc.flops
 
 
-def torch_step(model, batch_size=64, text_len=16):
-    """The same model, weights and batch in PyTorch (float32, CPU): its step function."""
+def torch_step(model, batch_size=64, text_len=16, device="cpu"):
+    """The same model, weights and batch in PyTorch (float32, on `device`): its step function."""
     import torch
     from torch_reference import clip_from_minclip
-    tmodel = clip_from_minclip(model, context_length=text_len).train()
+    tmodel = clip_from_minclip(model, context_length=text_len).train().to(device)
     opt = torch.optim.AdamW(tmodel.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
     images, tokens = _batch(model, batch_size, text_len)
-    images, tokens = torch.from_numpy(images), torch.from_numpy(tokens)
-    labels = torch.arange(batch_size)
+    images, tokens = torch.from_numpy(images).to(device), torch.from_numpy(tokens).to(device)
+    labels = torch.arange(batch_size, device=device)
 
     def step():
         logits_per_image, logits_per_text = tmodel(images, tokens)
@@ -184,7 +186,22 @@ def torch_step(model, batch_size=64, text_len=16):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(tmodel.parameters(), 1.0)
         opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
     return step
+
+
+def peak_device_memory():
+    """Peak bytes each framework held on the GPU so far: {"minclip": CuPy's pool, "torch": its allocator}."""
+    out = {}
+    if backend.current() == "cupy":
+        out["minclip"] = backend.xp.get_default_memory_pool().total_bytes()
+        try:
+            import torch
+            out["torch"] = torch.cuda.max_memory_allocated()
+        except ImportError:
+            pass
+    return out
 
 
 def time_interleaved(steps_by_name, steps=10, warmup=2, block=5, pause=0.5):
@@ -229,6 +246,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    p.add_argument("--json", help="also write the table (and the peak device memory) to this JSON file")
     p.add_argument("--breakdown", type=int, default=3, metavar="STEPS",
                    help="time each Function's forward/backward over this many extra steps (0: no table)")
     args = p.parse_args(argv)
@@ -237,8 +255,9 @@ def main(argv=None):
     print(f"backend {backend.current()}, matmul peak {peak:.1f} GFLOP/s (float32, 1024^3)")
     try:
         import torch
-        torch_ok = not args.no_torch and args.backend == "numpy"
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads" if torch_ok else "")
+        device = "cuda" if args.backend == "cupy" else "cpu"
+        torch_ok = not args.no_torch and (device == "cpu" or torch.cuda.is_available())
+        print(f"torch {torch.__version__} on {device}, {torch.get_num_threads()} threads" if torch_ok else "")
     except ImportError:
         torch_ok = False
         print("torch not installed: no side-by-side comparison")
@@ -248,7 +267,7 @@ def main(argv=None):
             model, step, flops = minclip_step(name, bs, args.text_len)
             steps_by_name = {"minclip": step}
             if torch_ok:
-                steps_by_name["torch"] = torch_step(model, bs, args.text_len)
+                steps_by_name["torch"] = torch_step(model, bs, args.text_len, device)
             sec = time_interleaved(steps_by_name, args.steps)
             row = {"model": name, "batch": bs, "ms/step": 1e3 * sec["minclip"], "img/s": bs / sec["minclip"],
                    "GFLOP/step": flops / 1e9, "MFU": flops / sec["minclip"] / 1e9 / peak}
@@ -265,6 +284,13 @@ def main(argv=None):
     print(" | ".join(f"{c:>13s}" for c in cols))
     for r in rows:
         print(" | ".join(f"{r[c]:>13.3g}" if isinstance(r[c], float) else f"{r[c]!s:>13s}" for c in cols))
+    memory = peak_device_memory()
+    if memory:
+        print("peak device memory: " + ", ".join(f"{k} {v / 2 ** 20:.0f} MiB" for k, v in memory.items()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"backend": backend.current(), "matmul_gflops": peak, "rows": rows,
+                       "peak_device_memory_bytes": memory}, f, indent=2)
     return rows
 
 
