@@ -1,6 +1,8 @@
-"""Benchmark one training step: `python tests/benchmarks/bench_step.py`.
+"""Benchmark one training step: `python tests/benchmarks/bench_step.py [--models tiny-vit,configs/vit-128.json]`.
 
-For tiny-vit and tiny-rn (batch 64 unless `--batch-size 32,64` says otherwise) it times
+For each model (a config name from minclip/configs, or a JSON file of CLIP's constructor arguments such as
+tests/benchmarks/configs/vit-128.json and rn-32.json, the configurations of issue 23; tiny-vit and tiny-rn by
+default) and batch size (64 unless `--batch-size 32,64` says otherwise) it times
 forward + backward + AdamW step, and reports ms/step, images/s, the FLOPs of a step (counted
 from the matmuls and convolutions the step actually runs) and the model-FLOPs utilisation (MFU)
 against this machine's measured NumPy matmul peak. When torch is importable the same model,
@@ -148,14 +150,22 @@ def _batch(model, batch_size, text_len, seed=0):
     return images, tokens
 
 
+def make_model(name):
+    """A CLIP from a config name (minclip/configs) or a JSON file of its constructor arguments."""
+    from minclip.model import CLIP, create_model
+    if name.endswith(".json"):
+        path = Path(name) if Path(name).exists() else Path(__file__).parent / name
+        return CLIP(**json.loads(path.read_text()))
+    return create_model(name)
+
+
 def minclip_step(name, batch_size=64, text_len=16):
     """(model, step function, FLOPs of one step): forward + backward + AdamW on a fixed batch."""
-    from minclip.model import create_model
     from minclip.optim import AdamW, param_groups_for_clip
     from minclip.train import train_step
     backend.keep_freed_memory()  # as minclip.train.train does
     backend.manual_seed(0)
-    model = create_model(name).train()
+    model = make_model(name).train()
     opt = AdamW(param_groups_for_clip(model, 0.1), lr=1e-4)
     images, tokens = _batch(model, batch_size, text_len)
     images = backend.asarray(images)
@@ -204,27 +214,23 @@ def peak_device_memory():
     return out
 
 
-def time_interleaved(steps_by_name, steps=10, warmup=2, block=5, pause=0.5):
-    """Seconds per step (median) of each step function, run in alternating blocks of `block` steps.
+def time_interleaved(steps_by_name, steps=10, warmup=2, pause=0.3):
+    """Seconds per step (median) of each step function, the frameworks taking turns step by step.
 
-    This machine's speed drifts within minutes, so the frameworks take turns (a block of minclip,
-    a block of torch, again ...) and live through the same drift. A `pause` before each block lets
-    the other framework's idle threads stop spinning (OpenBLAS and OpenMP workers busy-wait for a
-    while after their last call and would take a core from the next step)."""
+    This machine's speed drifts within minutes, so minclip and torch alternate (a step of one, a step of
+    the other, again ...) and live through the same drift. A `pause` before every timed step lets the
+    other framework's idle threads stop spinning (OpenBLAS and OpenMP workers busy-wait for ~0.2 s after
+    their last call and would take a core from the next step)."""
     times = {name: [] for name in steps_by_name}
     for name, step in steps_by_name.items():
         for _ in range(warmup):
             step()
-    done = 0
-    while done < steps:
-        n = min(block, steps - done)
+    for _ in range(steps):
         for name, step in steps_by_name.items():
             time.sleep(pause)
-            for _ in range(n):
-                t = time.perf_counter()
-                step()
-                times[name].append(time.perf_counter() - t)
-        done += n
+            t = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -240,7 +246,8 @@ def op_breakdown(step, steps):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="tiny-vit,tiny-rn")
+    p.add_argument("--models", default="tiny-vit,tiny-rn",
+                   help="config names or JSON files (relative to tests/benchmarks/ or the working folder)")
     p.add_argument("--batch-size", default="64", help="one size or several, comma-separated: 32,64,128")
     p.add_argument("--text-len", type=int, default=16, help="caption tokens (the training default)")
     p.add_argument("--steps", type=int, default=10)
@@ -269,7 +276,7 @@ def main(argv=None):
             if torch_ok:
                 steps_by_name["torch"] = torch_step(model, bs, args.text_len, device)
             sec = time_interleaved(steps_by_name, args.steps)
-            row = {"model": name, "batch": bs, "ms/step": 1e3 * sec["minclip"], "img/s": bs / sec["minclip"],
+            row = {"model": Path(name).stem, "batch": bs, "ms/step": 1e3 * sec["minclip"], "img/s": bs / sec["minclip"],
                    "GFLOP/step": flops / 1e9, "MFU": flops / sec["minclip"] / 1e9 / peak}
             if torch_ok:
                 row.update({"torch ms/step": 1e3 * sec["torch"], "ratio": sec["minclip"] / sec["torch"]})
