@@ -33,7 +33,7 @@ pool's `c_proj`, and `text_projection`), so `CLIP.encode_image` and
 """
 from . import backend
 from . import functional as F
-from .autograd import Function, Tensor, as_tensor
+from .autograd import Function, Tensor
 
 MAX_LOGIT_SCALE = 100.0  # Section 2.5: the temperature is "clipped to prevent scaling the logits by more than 100"
 
@@ -50,6 +50,14 @@ class _ClampMax(Function):
 
     def backward(self, g):
         return g * self.keep
+
+
+def _as_scale(logit_scale, features):
+    """t as a 0-d Tensor on the features' device: a plain number would stay a host scalar, and exp(t) of it
+    a host 0-d array, which CuPy refuses to multiply with device logits."""
+    if isinstance(logit_scale, Tensor):
+        return logit_scale
+    return Tensor(backend.asarray(float(logit_scale), dtype=features.dtype, like=features))
 
 
 def cross_entropy_loss(logits, labels, axis):
@@ -75,8 +83,7 @@ def clip_loss(image_features, text_features, logit_scale, return_logits=False):
     if n < 2:
         raise ValueError(f"clip_loss: a batch of {n} pair(s) has no negatives; with one pair the softmax "
                          "has a single entry and the contrastive loss is identically zero. Use n >= 2.")
-    t = logit_scale if isinstance(logit_scale, Tensor) else as_tensor(float(logit_scale),
-                                                                      like=backend.unwrap(image_features))
+    t = _as_scale(logit_scale, image_features)
     xp = backend.get_array_module(image_features)
 
     I_e = F.l2_normalize(image_features, axis=1)           # I_e = l2_normalize(np.dot(I_f, W_i), axis=1)
@@ -104,8 +111,7 @@ def clip_loss_global(image_features, text_features, logit_scale):
     if dist.world_size() == 1:
         return clip_loss(image_features, text_features, logit_scale)
     n = image_features.shape[0]
-    t = logit_scale if isinstance(logit_scale, Tensor) else as_tensor(float(logit_scale),
-                                                                      like=backend.unwrap(image_features))
+    t = _as_scale(logit_scale, image_features)
     xp = backend.get_array_module(image_features)
 
     I_e = F.l2_normalize(image_features, axis=1)           # I_e = l2_normalize(np.dot(I_f, W_i), axis=1)  [n, d_e]

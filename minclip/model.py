@@ -124,7 +124,12 @@ class CLIP(nn.Module):
         shape = tuple(image.shape) if hasattr(image, "shape") else np.shape(image)
         if len(shape) != 4 or shape[1:] != (3, R, R):
             raise ValueError(f"encode_image: expected images of shape (N, 3, {R}, {R}), got {shape}")
-        if isinstance(image, Tensor):
+        if isinstance(image, Tensor):  # a Tensor keeps its graph, so it is not moved: it must be on the model's device
+            device = backend.get_array_module(self.visual.conv1.weight)
+            if backend.get_array_module(image) is not device:
+                raise ValueError(f"encode_image: the image Tensor holds a {backend.get_array_module(image).__name__} "
+                                 f"array but the model's weights are {device.__name__} arrays; make it with "
+                                 "Tensor(minclip.backend.asarray(images)), or pass the array itself")
             image = image if image.dtype == self.dtype else image.astype(self.dtype)
         else:
             image = Tensor(backend.asarray(image, dtype=self.dtype, like=self.visual.conv1.weight))

@@ -295,6 +295,8 @@ def clip_grad_norm_(params, max_norm):
     norms = [xp.linalg.norm(g.ravel().astype(np.promote_types(g.dtype, np.float32), copy=False)) for g in grads]
     total = xp.linalg.norm(xp.stack(norms))                                          # 0-d, on the device
     clip = xp.isfinite(total) & (total > max_norm)
+    if xp is np and not clip:  # on the host the answer is free to read: skip a pass that multiplies by 1
+        return total
     scale = xp.where(clip, max_norm / (total + 1e-6), 1.0)                           # torch's epsilon
     for p in unique.values():
         p.grad = p.grad * scale.astype(p.grad.dtype)

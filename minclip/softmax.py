@@ -102,7 +102,7 @@ class CrossEntropy(Function):
         if isinstance(labels, np.ndarray) and labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
             raise ValueError(f"cross_entropy: labels must lie in [0, {logits.shape[1]}), "  # host labels: checked
                              f"got min {int(labels.min())} max {int(labels.max())}")   # for free; device ones not
-        labels = backend.asarray(labels, like=logits)
+        self.labels = labels = backend.asarray(labels, like=logits)  # backward indexes with them on the device
         self.logp = _log_softmax(logits, 1)
         return -self.logp[get_array_module(logits).arange(len(labels)), labels].mean()
 

@@ -17,7 +17,6 @@ Only the functions below exist on the module (those of CuPy's that minclip uses)
 AttributeError, as a NumPy-only call would be on CuPy.
 """
 import math
-import numbers
 from contextlib import contextmanager
 
 import numpy as np
@@ -245,11 +244,6 @@ def asnumpy(a):
     return np.asarray(a)
 
 
-def get_array_module(*args):
-    import sys
-    return sys.modules[__name__] if any(isinstance(a, ndarray) for a in args) else np
-
-
 def _creator(fn):
     def create(*args, **kwargs):
         return ndarray(fn(*args, **kwargs))
@@ -272,7 +266,3 @@ lib = _Namespace(stride_tricks=_Namespace(as_strided=lambda a, shape=None, strid
     np.lib.stride_tricks.as_strided(a._a, shape, strides))))
 _erf = np.frompyfunc(math.erf, 1, 1)
 special = _Namespace(erf=lambda x: ndarray(np.asarray(_erf(x._a), dtype=x.dtype)))  # cupyx.scipy.special.erf
-
-
-def isscalar(x):
-    return isinstance(x, numbers.Number)

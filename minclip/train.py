@@ -77,7 +77,8 @@ class TrainConfig:
     cache_gb: float = _opt(2.0, "keep decoded, preprocessed training images in memory up to this many GB; 0: off")
     seed: int = _opt(0, "one seed fixes init, data order and hence the whole run")
     workers: int = _opt(2, "background threads preparing batches")
-    backend: str = _opt("numpy", "numpy (CPU) or cupy (GPU)", choices=backend.NAMES)
+    backend: str = _opt(None, "numpy (CPU), cupy (GPU) or strict (CuPy's rules on the CPU); default: "
+                              "MINCLIP_BACKEND, else numpy", choices=backend.NAMES)
     logs: str = _opt("logs", "parent folder of run folders")
     name: str = _opt(None, "run folder name; default: model-dataset-timestamp")
     resume: str = _opt(None, "checkpoint to continue from (same config)")
@@ -248,7 +249,8 @@ def train(cfg=None, on_step=None):
     """
     cfg = cfg or TrainConfig()
     _check_config(cfg)
-    backend.use(cfg.backend)
+    if cfg.backend:
+        backend.use(cfg.backend)
     backend.manual_seed(cfg.seed)
     dist.set_blas_threads(cfg.blas_threads)
     backend.keep_freed_memory()

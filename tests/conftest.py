@@ -7,12 +7,18 @@ import pytest
 
 from minclip import backend
 
+SESSION_BACKEND = backend.current()  # MINCLIP_BACKEND, read when minclip was imported
+
 
 @pytest.fixture(autouse=True)
 def _restore_backend_and_dtype():
-    """Undo a test's `backend.use(...)` or `set_default_dtype(...)`, so one test cannot leak into the next."""
-    name, dtype = backend.current(), backend.get_default_dtype()
+    """Every test starts on the session's backend and dtype, and a test's `backend.use(...)` or
+    `set_default_dtype(...)` is undone after it: neither a test nor a module-scoped fixture before it
+    (one that trains, say) can leave the rest of the run on another backend."""
+    dtype = backend.get_default_dtype()
+    if backend.current() != SESSION_BACKEND:
+        backend.use(SESSION_BACKEND)
     yield
-    if backend.current() != name:
-        backend.use(name)
+    if backend.current() != SESSION_BACKEND:
+        backend.use(SESSION_BACKEND)
     backend.set_default_dtype(dtype)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import minclip
+from minclip import backend, nn
 from minclip import evaluate as E
-from minclip import nn
 from minclip.autograd import Config, Tensor
 from minclip.cli import format_table
 
@@ -18,8 +18,8 @@ class FakeCLIP(nn.Module):
     context_length = 8
 
     def __init__(self, table):
-        self.proj = nn.Parameter(np.eye(3, dtype=np.float32))
-        self.table = nn.Parameter(np.asarray(table, np.float32))
+        self.proj = nn.Parameter(backend.asarray(np.eye(3, dtype=np.float32)))  # on the backend, as a model's
+        self.table = nn.Parameter(backend.asarray(np.asarray(table, np.float32)))
         self.seen = []
 
     def encode_image(self, images):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from minclip import backend, strict
+from minclip.autograd import Tensor
 from minclip.data import Shapes
 from minclip.model import create_model
 from minclip.optim import AdamW, param_groups_for_clip
@@ -90,3 +91,16 @@ def test_a_training_step_makes_no_host_sync_and_the_loop_reads_one(name):
     with strict.count_syncs() as n:
         values = read_step_values(loss, model.logit_scale.data, grad_norm)
     assert n[0] == 1 and all(isinstance(v, float) and np.isfinite(v) for v in values)
+
+
+def test_a_host_image_tensor_is_named_not_mixed():
+    """An array is moved to the model's device; a Tensor is not (it carries a graph), so one left on the
+    host gets an error that says how to move it instead of a failure deep inside the first convolution."""
+    backend.use("strict")
+    model = create_model("tiny-vit")
+    R = model.visual.input_resolution
+    images = np.zeros((2, 3, R, R), np.float32)
+    assert model.encode_image(images).shape[0] == 2
+    with pytest.raises(ValueError, match=r"image Tensor holds a numpy array.*minclip.strict arrays.*backend.asarray"):
+        model.encode_image(Tensor(images))
+    assert model.encode_image(Tensor(backend.asarray(images))).shape[0] == 2

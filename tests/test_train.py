@@ -122,3 +122,14 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path):
     done = train(tiny(tmp_path, "done", epochs=1))
     again = train(tiny(tmp_path, "done", epochs=1, resume=done["checkpoint"]))
     assert again["step"] == done["step"] and again["final_loss"] is None
+
+
+def test_without_backend_the_run_stays_on_the_chosen_one(tmp_path):
+    """No --backend means MINCLIP_BACKEND's (here set by minclip.use, as the variable does at import):
+    train() once forced NumPy, which also left every later test of a strict run on NumPy."""
+    backend.use("strict")
+    seen = []
+    train(tiny(tmp_path, "strict", epochs=1),
+          on_step=lambda step, loss, model: seen.append((backend.current(), type(model.logit_scale.data).__module__)))
+    assert seen and all(s == ("strict", "minclip.strict") for s in seen)
+    assert backend.current() == "strict"
