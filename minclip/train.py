@@ -43,6 +43,11 @@ from .tokenizer import (
 
 SHAPES_PAIRS = 16384  # Shapes training pairs per epoch, the default
 PAIRS_PER_RUN = 6 * SHAPES_PAIRS  # what --epochs 0 aims for: the default run, 6 epochs of Shapes
+# A CSV of one's own is usually small: random crops make each pass over it show new views, and more passes
+# then keep helping. On 1,500 captioned digits (tests/digits_data.py, 500 unseen test images, tiny-vit):
+# uncropped, 66 epochs 74.8 % zero-shot; crop 0.5, 66 epochs 87.2 %; crop 0.5, 100 epochs 96.6 % (5.1 min).
+CSV_CROP_SCALE = 0.5  # --crop-scale for a CSV
+CSV_PAIRS_PER_RUN = 150_000  # what --epochs 0 aims for with a CSV (100 epochs of 1,500 images)
 
 
 def _opt(default, help, **argparse_kw):
@@ -64,11 +69,15 @@ class TrainConfig:
                                 "merges file is named (a model with OpenAI's vocabulary uses 'openai')")
     context_length: int = _opt(0, "caption tokens per training example; 0: the longest training caption, "
                                   "capped at the model's context length")
+    crop_scale: float = _opt(None, "each time a training image is seen, a random crop of this share of its area up "
+                                   "to all of it (the paper's one augmentation); 1: none. Default: "
+                                   f"{CSV_CROP_SCALE} for --dataset csv, 1 for Shapes, whose captions name positions "
+                                   "that a crop would move")
     train_size: int = _opt(SHAPES_PAIRS, "Shapes training pairs per epoch")
     eval_size: int = _opt(512, "Shapes images per zero-shot evaluation split")
     epochs: int = _opt(0, f"passes over the training set; 0: enough to see about {PAIRS_PER_RUN:,} pairs "
-                          f"({PAIRS_PER_RUN // SHAPES_PAIRS} for Shapes' {SHAPES_PAIRS:,}), so a small dataset gets "
-                          "as many steps as a large one")
+                          f"({PAIRS_PER_RUN // SHAPES_PAIRS} for Shapes' {SHAPES_PAIRS:,}) or {CSV_PAIRS_PER_RUN:,} "
+                          "from a CSV, so a small dataset gets as many steps as a large one")
     batch_size: int = _opt(128, "pairs per step; the loss contrasts each pair with the other B-1")
     lr: float = _opt(1e-3, "peak learning rate (small models take larger steps than the paper's 5e-4)")
     wd: float = _opt(0.1, "AdamW decoupled weight decay (not on gains, biases, embeddings, logit_scale)")
@@ -125,9 +134,10 @@ def read_step_values(loss, logit_scale, grad_norm):
 
 # ----------------------------------------------------------------------------- data
 def build_data(cfg, image_size):
-    """(train dataset, eval datasets dict) for the config."""
+    """(train dataset, eval datasets dict) for the config (crop_scale already chosen: a number)."""
     if cfg.dataset == "shapes":
-        train = data.Shapes("train", length=cfg.train_size, image_size=image_size, seed=cfg.seed)
+        train = data.Shapes("train", length=cfg.train_size, image_size=image_size, seed=cfg.seed,
+                            transform=data.train_transform(image_size, cfg.crop_scale) if cfg.crop_scale < 1 else None)
         evals = {"val": data.Shapes("val", length=cfg.eval_size, image_size=image_size, seed=cfg.seed),
                  "heldout": data.Shapes("heldout", length=cfg.eval_size, image_size=image_size, seed=cfg.seed)}
         return train, evals
@@ -136,7 +146,7 @@ def build_data(cfg, image_size):
             raise ValueError("--dataset csv needs --train-data PATH (a CSV of image paths and captions)")
         kw = dict(img_key=cfg.csv_img_key, caption_key=cfg.csv_caption_key, sep=cfg.csv_separator,
                   image_size=image_size)
-        train = data.CsvImageText(cfg.train_data, **kw)
+        train = data.CsvImageText(cfg.train_data, transform=data.train_transform(image_size, cfg.crop_scale), **kw)
         _check_images_exist(train)
         evals = {"val": data.CsvImageText(cfg.val_data, **kw)} if cfg.val_data else {}
         return train, evals
@@ -240,6 +250,9 @@ def _check_config(cfg):
                          "(with one pair the only 'other' caption is itself, so the loss is identically zero)")
     if cfg.resume and cfg.pretrained:
         raise ValueError("use either --resume (continue a run) or --pretrained (start a new run from weights)")
+    if cfg.crop_scale is not None and not 0 < cfg.crop_scale <= 1:
+        raise ValueError(f"--crop-scale {cfg.crop_scale}: the smallest share of an image that a crop keeps, in (0, 1]; "
+                         "1 turns cropping off")
 
 
 def train(cfg=None, on_step=None):
@@ -255,6 +268,8 @@ def train(cfg=None, on_step=None):
     dist.set_blas_threads(cfg.blas_threads)
     backend.keep_freed_memory()
     model = create_model(cfg.model)
+    if cfg.crop_scale is None:
+        cfg = replace(cfg, crop_scale=CSV_CROP_SCALE if cfg.dataset == "csv" else 1.0)
     train_set, evals = build_data(cfg, model.visual.input_resolution)
 
     resumed = read_checkpoint(cfg.resume) if cfg.resume else None
@@ -269,7 +284,8 @@ def train(cfg=None, on_step=None):
     tokenizer = build_tokenizer(cfg, model, captions_of(train_set), stored)
 
     if not cfg.epochs:
-        cfg = replace(cfg, epochs=max(1, round(PAIRS_PER_RUN / len(train_set))))
+        pairs = CSV_PAIRS_PER_RUN if cfg.dataset == "csv" else PAIRS_PER_RUN
+        cfg = replace(cfg, epochs=max(1, round(pairs / len(train_set))))
     if cfg.overfit_batch:
         train_set = OneBatch(train_set, cfg.overfit_batch)
     elif cfg.cache_gb > 0 and not data.transforms.wants_rng(getattr(train_set, "transform", None)):

@@ -88,7 +88,7 @@ def test_label_datasets_yield_int64_labels(shapes):
 
 
 def test_augmentation_rng_comes_from_seed_epoch_index():
-    ds = Shapes("val", length=12, image_size=16, transform=train_transform(16, augment=True))
+    ds = Shapes("val", length=12, image_size=16, transform=train_transform(16, crop_scale=0.5, hflip=True))
     a = DataLoader(ds, batch_size=4, shuffle=True, seed=5, tokenize_fn=fake_tokenize)
     b = DataLoader(ds, batch_size=4, shuffle=True, seed=5, tokenize_fn=fake_tokenize, num_workers=2)
     batches = collect(a, 3)

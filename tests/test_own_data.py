@@ -29,11 +29,12 @@ def digits(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def learnt(digits, tmp_path_factory):
-    """A short run on the digits (105 steps of 128 pairs instead of the default ~770) with every other
-    default a new user gets: the tokenizer, the context length, the learning rate."""
+    """A short run on the digits (105 steps of 128 pairs instead of the default 1,050) with every other
+    default a new user gets: the tokenizer, the context length, the learning rate. Without the default
+    crops, which pay off over many epochs, not over 15 (tests/benchmarks/bench_small_data.py measures those)."""
     logs = tmp_path_factory.mktemp("logs")
-    assert main(["train", "--dataset", "csv", "--train-data", digits[0], "--epochs", "15", "--logs", str(logs),
-                 "--name", "digits", "--no-progress"]) == 0
+    assert main(["train", "--dataset", "csv", "--train-data", digits[0], "--epochs", "15", "--crop-scale", "1",
+                 "--logs", str(logs), "--name", "digits", "--no-progress"]) == 0
     return str(logs / "digits" / "checkpoints" / "latest.npz")
 
 
@@ -173,3 +174,15 @@ def test_wrong_class_name_count_is_one_line_and_mapping_is_printed(small_csv, tm
                  "--classnames", "kitten,puppy"]) == 0
     out = capsys.readouterr().out
     assert "sorted-folder order" in out and "cat -> kitten" in out and "dog -> puppy" in out
+
+
+def test_csv_defaults_crop_the_images_and_aim_at_a_pair_budget(small_csv, monkeypatch):
+    import minclip.train as train_module
+    monkeypatch.setattr(train_module, "CSV_PAIRS_PER_RUN", 48)  # 16 images: 3 epochs
+    _train(small_csv, "defaults", epochs=0)
+    cfg = json.loads((small_csv / "logs" / "defaults" / "config.json").read_text())
+    assert cfg["crop_scale"] == train_module.CSV_CROP_SCALE == 0.5 and cfg["epochs"] == 3
+    _train(small_csv, "uncropped", crop_scale=1.0)
+    assert json.loads((small_csv / "logs" / "uncropped" / "config.json").read_text())["crop_scale"] == 1.0
+    with pytest.raises(ValueError, match="--crop-scale 1.5"):
+        _train(small_csv, "bad", crop_scale=1.5)

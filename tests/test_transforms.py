@@ -136,12 +136,22 @@ def test_train_transform():
     plain = train_transform(32)
     assert not wants_rng(plain)
     np.testing.assert_array_equal(plain(img, None), clip_preprocess(32)(img))
-    aug = train_transform(32, augment=True)
+    aug = train_transform(32, crop_scale=0.3)
     assert wants_rng(aug)
     x = aug(img, np.random.default_rng(5))
     assert x.shape == (3, 32, 32) and x.dtype == np.float32
     np.testing.assert_array_equal(x, aug(img, np.random.default_rng(5)))
     assert not np.array_equal(x, aug(img, np.random.default_rng(6)))
+    # the crop alone: never mirrored, and the same box as random_resized_crop draws
+    box = random_resized_crop(img, 32, np.random.default_rng(5), scale=(0.3, 1.0))
+    np.testing.assert_array_equal(x, to_tensor_normalized(box))
+    flip = train_transform(32, hflip=True)
+    assert wants_rng(flip)
+    flips = {flip(img, np.random.default_rng(s)).tobytes() for s in range(8)}
+    assert flips == {plain(img).tobytes(), plain(img.transpose(Image.FLIP_LEFT_RIGHT)).tobytes()}
+    for bad in (0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="crop_scale"):
+            train_transform(32, crop_scale=bad)
 
 
 def test_wants_rng():

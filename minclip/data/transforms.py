@@ -153,25 +153,35 @@ def random_hflip(img, rng, p=0.5):
     return img.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < p else img
 
 
-def train_transform(n_px, augment=False, scale=(0.9, 1.0)):
+def train_transform(n_px, crop_scale=1.0, hflip=False):
     """Training-time transform: a callable (img: PIL.Image, rng: Generator | None) -> float32 (3, n_px, n_px).
 
-    augment=False (the default) is exactly clip_preprocess(n_px): CLIP itself trained with only a
-    random square crop, and the captions of our data describe the image literally. augment=True
-    adds random_resized_crop(scale) and random_hflip. Beware: a flip turns "a star on the left"
-    into a star on the right while the caption still says "left", so only use flips when no
-    caption talks about left and right (not with Shapes' position captions).
+    crop_scale 1 and no flip (the default) is exactly clip_preprocess(n_px). crop_scale < 1 takes
+    random_resized_crop of crop_scale to all of the image's area, resized to n_px: the paper's one
+    augmentation ("a random square crop from resized images", Sec. 2.3), with torchvision's aspect
+    jitter. It lets a small dataset be seen a hundred times without being memorised.
+    hflip adds random_hflip. Beware: a flip turns "a star on the left" into a star on the right while
+    the caption still says "left", and mirrors digits and letters into glyphs that are neither.
     The DataLoader passes an rng derived from (seed, epoch, index), so augmentation is repeatable.
     """
+    if not 0 < crop_scale <= 1:
+        raise ValueError(f"train_transform: crop_scale is the smallest share of the image a crop keeps, in (0, 1]; "
+                         f"got {crop_scale}")
     preprocess = clip_preprocess(n_px)
+    augment = crop_scale < 1 or hflip
 
     def transform(img, rng=None):
         if not augment:
             return preprocess(img)
         rng = np.random.default_rng() if rng is None else rng
-        img = random_hflip(random_resized_crop(img, n_px, rng, scale=scale), rng)
-        return to_tensor_normalized(img)
-    transform.takes_rng = bool(augment)  # datasets/loader pass an rng only when it is used
+        if crop_scale < 1:
+            img = random_resized_crop(img, n_px, rng, scale=(crop_scale, 1.0))
+        else:  # flips only: the preprocessed image, mirrored or not
+            img = center_crop(resize_shorter(img, n_px), n_px)
+        if hflip:
+            img = random_hflip(img, rng)
+        return to_tensor_normalized(img.convert("RGB"))
+    transform.takes_rng = augment  # datasets/loader pass an rng only when it is used
     return transform
 
 
