@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import backend
+from . import backend, parallel
 
 
 class Config:
@@ -294,7 +294,12 @@ class Function:
 class Add(Function):
     def forward(self, a, b):
         self.a_shape, self.b_shape = a.shape, b.shape
-        return a + b
+        if a.shape != b.shape or a.ndim == 0 or a.dtype != b.dtype:
+            return a + b
+        xp = backend.get_array_module(a)
+        y = xp.empty(a.shape, a.dtype)                    # the residual adds: large, so on every core
+        parallel.for_rows(lambda i, j: xp.add(a[i:j], b[i:j], out=y[i:j]), len(a), a)
+        return y
 
     def backward(self, g):
         return sum_to(g, self.a_shape), sum_to(g, self.b_shape)
@@ -356,7 +361,7 @@ class MatMul(Function):
             raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align "
                              f"(last dim of the first must equal the second-to-last of the second)")
         self.a, self.b = a, b
-        return a @ b
+        return parallel.matmul(a, b)
 
     def backward(self, g):
         a, b = self.a, self.b
@@ -364,8 +369,8 @@ class MatMul(Function):
         b2 = b[:, None] if b.ndim == 1 else b          # (.., K, N)
         g2 = g.reshape(g.shape[:-1] + (1,) + g.shape[-1:]) if a.ndim == 1 else g
         g2 = g2[..., None] if b.ndim == 1 else g2      # (.., M, N)
-        ga = sum_to(g2 @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)
-        gb = sum_to(a2.swapaxes(-1, -2) @ g2, b2.shape).reshape(b.shape)
+        ga = sum_to(parallel.matmul(g2, b2.swapaxes(-1, -2)), a2.shape).reshape(a.shape)
+        gb = sum_to(parallel.matmul(a2.swapaxes(-1, -2), g2), b2.shape).reshape(b.shape)
         return ga, gb
 
 

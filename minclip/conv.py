@@ -6,7 +6,7 @@ kept in a file of its own because a fast convolution on NumPy needs care with me
 plain versions, written with Tensor ops, that the fast Functions are tested against.
 """
 
-from . import backend
+from . import backend, parallel
 from .autograd import Function, Tensor, concat, stack
 from .backend import get_array_module
 
@@ -53,35 +53,49 @@ class BatchNorm(Function):
         xp = get_array_module(x)
         self.shape = shape = (1, -1) + (1,) * (x.ndim - 2)  # broadcast per-channel vectors
         self.n = n = x.size // x.shape[1]                    # elements per channel
+        xc = xp.empty(x.shape, x.dtype)
         if self.training:
-            mu = _channel_sum(x) / n
-            xc = x - mu.reshape(shape)
+            mu = (_channel_sum(x) / n).reshape(shape)
+            parallel.for_rows(lambda a, c: xp.subtract(x[a:c], mu, out=xc[a:c]), len(x), x)
             var = _channel_dot(xc, xc) / n  # of the centred values: E[x^2] - mu^2 cancels badly in float32
             if self.rm is not None:  # PyTorch keeps the unbiased variance in the running stat
                 self.rm *= 1 - self.momentum
-                self.rm += self.momentum * mu
+                self.rm += self.momentum * mu.reshape(-1)
                 self.rv *= 1 - self.momentum
                 self.rv += self.momentum * var * n / max(n - 1, 1)
         else:
-            mu, var = self.rm, self.rv
-            xc = x - mu.reshape(shape)
+            var = self.rv
+            parallel.for_rows(lambda a, c: xp.subtract(x[a:c], self.rm.reshape(shape), out=xc[a:c]), len(x), x)
         self.rstd = 1 / xp.sqrt(var + self.eps)
         self.scale = (w * self.rstd).reshape(shape)          # y = xhat * w + b = xc * scale + b
         self.xc = xc
-        y = xc * self.scale
-        y += b.reshape(shape)
+        y = xp.empty(x.shape, x.dtype)
+
+        def rows(a, c):
+            xp.multiply(xc[a:c], self.scale, out=y[a:c])
+            y[a:c] += b.reshape(shape)
+        parallel.for_rows(rows, len(x), x)
         return y
 
     def backward(self, g):
+        xp = get_array_module(g)
         gb = _channel_sum(g)
         gw = _channel_dot(g, self.xc) * self.rstd            # sum of g * xhat
+        gx = xp.empty(g.shape, g.dtype)
         if not self.training:  # statistics are constants
-            return g * self.scale, gw, gb
-        # gx = w rstd (g - mean(g) - xhat mean(g xhat)); gx is ours, so the steps run in place
-        gx = self.xc * (gw * self.rstd / self.n).reshape(self.shape)   # xhat mean(g xhat)
-        get_array_module(g).subtract(g, gx, out=gx)
-        gx -= (gb / self.n).reshape(self.shape)
-        gx *= self.scale
+            parallel.for_rows(lambda a, c: xp.multiply(g[a:c], self.scale, out=gx[a:c]), len(g), g)
+            return gx, gw, gb
+        # gx = w rstd (g - mean(g) - xhat mean(g xhat)), its steps in place on each block
+        xhat_coef = (gw * self.rstd / self.n).reshape(self.shape)
+        g_mean = (gb / self.n).reshape(self.shape)
+
+        def rows(a, c):
+            gxb = gx[a:c]
+            xp.multiply(self.xc[a:c], xhat_coef, out=gxb)               # xhat mean(g xhat)
+            xp.subtract(g[a:c], gxb, out=gxb)
+            gxb -= g_mean
+            gxb *= self.scale
+        parallel.for_rows(rows, len(g), g)
         return gx, gw, gb
 
 
@@ -193,12 +207,12 @@ def _im2col_conv(x, W, stride, padding):
         windows = _windows_channels_last(x, kh, kw, stride, padding)          # (N, Ho, Wo, kh, kw, C), a view
         Ho, Wo = windows.shape[1:3]
         cols = xp.ascontiguousarray(windows).reshape(N * Ho * Wo, kh * kw * C)
-        y = (cols @ W.transpose(0, 2, 3, 1).reshape(O, kh * kw * C).T).reshape(N, Ho, Wo, O)
+        y = parallel.matmul(cols, W.transpose(0, 2, 3, 1).reshape(O, kh * kw * C).T).reshape(N, Ho, Wo, O)
         return xp.ascontiguousarray(y.transpose(0, 3, 1, 2)), cols
     windows = _windows(_pad(x, padding), kh, kw, stride)                  # (C, kh, kw, N, Ho, Wo), a view
     Ho, Wo = windows.shape[4:]
     cols = xp.ascontiguousarray(windows).reshape(C * kh * kw, N * Ho * Wo)  # the one copy
-    y = (W.reshape(O, C * kh * kw) @ cols).reshape(O, N, Ho, Wo)
+    y = parallel.matmul(W.reshape(O, C * kh * kw), cols).reshape(O, N, Ho, Wo)
     return xp.ascontiguousarray(y.transpose(1, 0, 2, 3)), cols   # y in (N, O, Ho, Wo) order
 
 
@@ -228,7 +242,7 @@ class Conv2d(Function):
         if self.pointwise:
             N, _, H, Wd = x.shape
             self.cols = x.reshape(N, C, H * Wd)                                # (N, C, H*W), a view
-            y = (W.reshape(O, C) @ self.cols).reshape(N, O, H, Wd)            # batched over the N images
+            y = parallel.matmul(W.reshape(O, C), self.cols).reshape(N, O, H, Wd)  # batched over the N images
         else:
             y, self.cols = _im2col_conv(x, W, s, p)
         if b is not None:
@@ -236,7 +250,6 @@ class Conv2d(Function):
         return y
 
     def backward(self, g):
-        xp = get_array_module(g)
         O, C, kh, kw = self.W.shape
         N, _, Ho, Wo = g.shape
         s, p = self.stride, self.padding
@@ -246,22 +259,24 @@ class Conv2d(Function):
         needs_gx = self.inputs is None or self.inputs[0].requires_grad
         if self.pointwise:
             g3 = g.reshape(N, O, Ho * Wo)                                     # (N, O, H*W)
-            gW = xp.tensordot(g3, self.cols, axes=((0, 2), (0, 2)))           # (O, C): sum over images, pixels
+            # (O, C): one GEMM summing over images and pixels together (tensordot's way: per-image
+            # products of depth H*W, as small as 4 late in a ResNet, would be memory-bound)
+            gW = parallel.matmul(g3.transpose(1, 0, 2).reshape(O, -1), self.cols.transpose(0, 2, 1).reshape(-1, C))
             if needs_gx:
-                gx = (W2.T @ g3).reshape(self.x_shape)                        # (N, C, H, W)
+                gx = parallel.matmul(W2.T, g3).reshape(self.x_shape)          # (N, C, H, W)
         else:
             g2 = g.transpose(1, 0, 2, 3).reshape(O, N * Ho * Wo)              # (O, N*Ho*Wo), a copy
             if _channels_last(self.x_shape):                                  # cols (N*Ho*Wo, kh*kw*C)
-                gW = (g2 @ self.cols).reshape(O, kh, kw, C).transpose(0, 3, 1, 2)
+                gW = parallel.matmul(g2, self.cols).reshape(O, kh, kw, C).transpose(0, 3, 1, 2)
             else:                                                             # cols (C*kh*kw, N*Ho*Wo)
-                gW = g2 @ self.cols.T
+                gW = parallel.matmul(g2, self.cols.T)
             if needs_gx and s == 1 and kh == kw and p < kh and O <= C:
                 # With stride 1 the input gradient is itself a convolution: of g, padded by k-1-p, with the
                 # kernel flipped and its in/out channels swapped. When g has no more channels than x its
                 # im2col is no bigger than gcols below, and one copy plus a GEMM beat kh*kw strided adds.
                 gx, _ = _im2col_conv(g, self.W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), 1, kh - 1 - p)
             elif needs_gx:
-                gcols = (W2.T @ g2).reshape(C, kh, kw, N, Ho, Wo)             # a gradient for every window
+                gcols = parallel.matmul(W2.T, g2).reshape(C, kh, kw, N, Ho, Wo)  # a gradient for every window
                 gx = _col2im(gcols, self.x_shape, s, p)
         gW = gW.reshape(self.W.shape)
         return (gx, gW, _channel_sum(g)) if self.has_b else (gx, gW)

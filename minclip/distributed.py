@@ -316,7 +316,7 @@ def resume_position(state, steps_per_epoch, global_batch):
 # ----------------------------------------------------------------------------- threads and launching
 def set_blas_threads(n=0):
     """Limit BLAS threads of this process to n (0: cores // K, at least 1) so K ranks on one machine do
-    not oversubscribe the cores. Needs threadpoolctl (pip install minclip[mpi]); returns n or None."""
+    not oversubscribe the cores (threadpoolctl); returns n, or None without threadpoolctl."""
     n = n or max(1, (os.cpu_count() or 1) // world_size())
     try:
         from threadpoolctl import threadpool_limits

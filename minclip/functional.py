@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from . import backend
+from . import backend, parallel
 from .autograd import Function, sum_to
 from .backend import get_array_module
 
@@ -62,23 +62,24 @@ def linear_simple(x, weight, bias=None):
 
 class Linear(Function):
     """linear_simple as one Function: the leading axes of x are flattened so that forward and both
-    gradients are single 2-D GEMMs (one BLAS call each; a stacked (N, L, in) @ (in, out) loops over N),
-    and the bias is added in place instead of into a second output-sized array."""
+    gradients are single 2-D GEMMs (a stacked (N, L, in) @ (in, out) would loop over N), each shared
+    between the threads by parallel.matmul, and the bias is added in place instead of into a second
+    output-sized array."""
     def forward(self, x, W, b=None):
         if x.shape[-1] != W.shape[1]:
             raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape {W.shape} "
                              f"(in_features {W.shape[1]})")
         self.x2 = x.reshape(-1, x.shape[-1])               # (N*, in): a view, or one copy kept for gW
         self.x_shape, self.W, self.has_b = x.shape, W, b is not None
-        y = (self.x2 @ W.T).reshape(x.shape[:-1] + (W.shape[0],))
+        y = parallel.matmul(self.x2, W.T).reshape(x.shape[:-1] + (W.shape[0],))
         if b is not None:
             y += b
         return y
 
     def backward(self, g):
         g2 = g.reshape(-1, g.shape[-1])                     # (N*, out)
-        gx = (g2 @ self.W).reshape(self.x_shape)            # (..., in)
-        gW = g2.T @ self.x2                                 # (out, in)
+        gx = parallel.matmul(g2, self.W).reshape(self.x_shape)  # (..., in)
+        gW = parallel.matmul(g2.T, self.x2)                 # (out, in)
         return (gx, gW, g2.sum(0)) if self.has_b else (gx, gW)
 
 
@@ -146,26 +147,41 @@ def quick_gelu_simple(x):
 class QuickGELU(Function):
     """quick_gelu_simple as one Function, written with in-place updates on one saved array s = sigmoid(1.702 x):
     it runs on the MLP's 4x-wide activations, the largest arrays of a step, where every temporary
-    costs a full pass over memory. The sigmoid is 1 / (1 + exp(-1.702 x)), exp being cheaper than tanh;
-    where exp overflows to inf the quotient is the right limit, 0, so that warning is silenced."""
+    costs a full pass over memory, so each pass runs over row blocks on every core (parallel.py).
+    The sigmoid is 1 / (1 + exp(-1.702 x)), exp being cheaper than tanh; where exp overflows to inf
+    the quotient is the right limit, 0, so that warning is silenced."""
     def forward(self, x):
         xp = get_array_module(x)
-        s = xp.multiply(x, -1.702, out=xp.empty_like(x))
-        with np.errstate(over="ignore"):
-            xp.exp(s, out=s)
-        s += 1
-        xp.reciprocal(s, out=s)                                # sigmoid(1.702 x), in place
+        shape, x = x.shape, xp.ascontiguousarray(x)              # at least 1-d: blocks slice axis 0
+        s, y = xp.empty(x.shape, x.dtype), xp.empty(x.shape, x.dtype)
+
+        def rows(a, b):
+            xb, sb = x[a:b], s[a:b]
+            xp.multiply(xb, -1.702, out=sb)
+            with np.errstate(over="ignore"):
+                xp.exp(sb, out=sb)
+            sb += 1
+            xp.reciprocal(sb, out=sb)                          # sigmoid(1.702 x), in place
+            xp.multiply(xb, sb, out=y[a:b])
+        parallel.for_rows(rows, len(x), x)
         self.x, self.s = x, s
-        return x * s
+        return y.reshape(shape)
 
     def backward(self, g):
-        d = 1 - self.s                  # d/dx [x s] = s + 1.702 x s (1 - s)
-        d *= self.s
-        d *= self.x
-        d *= 1.702
-        d += self.s
-        d *= g
-        return d
+        xp = get_array_module(g)
+        shape, g = g.shape, xp.ascontiguousarray(g).reshape(self.x.shape)
+        d = xp.empty(g.shape, g.dtype)
+
+        def rows(a, b):                 # d/dx [x s] = s + 1.702 x s (1 - s)
+            db, sb = d[a:b], self.s[a:b]
+            xp.subtract(1, sb, out=db)
+            db *= sb
+            db *= self.x[a:b]
+            db *= 1.702
+            db += sb
+            db *= g[a:b]
+        parallel.for_rows(rows, len(g), g)
+        return d.reshape(shape)
 
 
 def relu(x): return ReLU()(x)
@@ -185,39 +201,59 @@ def layer_norm_simple(x, weight, bias, eps=1e-5):
 
 class LayerNorm(Function):
     """layer_norm_simple as one Function, computed in at least float32 even for fp16 input.
+    Forward centres, normalises, scales and shifts each block of rows in one go (parallel.py), its row
+    means a matrix-vector product (BLAS) and its variances einsum's sum of squares (no product array).
     Backward is the closed form gx = rstd (g w - mean(g w) - xhat mean(g w xhat)), its steps in place
-    on one array, and the row means against w are matrix-vector products (BLAS) instead of reductions
-    of a product array."""
+    on one array per block, and its row means against w matrix-vector products."""
     def __init__(self, eps=1e-5):
         self.eps = eps
 
     def forward(self, x, w, b):
         xp = get_array_module(x)
         self.x_dtype = x.dtype
-        x = x.astype(xp.promote_types(x.dtype, np.float32), copy=False)
-        mean = x @ xp.full(x.shape[-1], 1 / x.shape[-1], x.dtype)     # row means as a matrix-vector product
-        xhat = x - mean[..., None]                                    # centred, becomes xhat in place
-        var = xp.einsum("...d,...d->...", xhat, xhat)[..., None] / x.shape[-1]  # no product array
-        self.rstd = 1 / xp.sqrt(var + self.eps)
-        xhat *= self.rstd
-        self.xhat, self.w = xhat, w
-        y = xhat * w
-        y += b
+        x = xp.ascontiguousarray(x, dtype=xp.promote_types(x.dtype, np.float32))
+        d = x.shape[-1]
+        mean = x @ xp.full(d, 1 / d, x.dtype)                         # row means as a matrix-vector product
+        xhat = xp.empty(x.shape, x.dtype)
+        rstd = xp.empty(x.shape[:-1] + (1,), x.dtype)
+        y = xp.empty(x.shape, x.dtype)
+
+        def rows(a, c):
+            xh, r = xhat[a:c], rstd[a:c]
+            xp.subtract(x[a:c], mean[a:c][..., None], out=xh)          # centred, becomes xhat in place
+            r[..., 0] = xp.einsum("...d,...d->...", xh, xh)          # sums of squares, no product array
+            r *= 1 / d
+            r += self.eps
+            xp.sqrt(r, out=r)
+            xp.reciprocal(r, out=r)
+            xh *= r
+            xp.multiply(xh, w, out=y[a:c])
+            y[a:c] += b
+        parallel.for_rows(rows, len(x), x)
+        self.xhat, self.rstd, self.w = xhat, rstd, w
         return y.astype(self.x_dtype, copy=False)
 
     def backward(self, g):
+        xp = get_array_module(g)
+        g = xp.ascontiguousarray(g, dtype=self.xhat.dtype)
         d = g.shape[-1]
-        gxhat = g * self.w
-        gxhat_mean = (g @ self.w)[..., None] / d                       # mean of g*w over the row
-        t = g * self.xhat
+        gw_mean = (g @ self.w)[..., None] / d                           # mean of g*w over the row
+        t = xp.empty(g.shape, g.dtype)
+        parallel.for_rows(lambda a, c: xp.multiply(g[a:c], self.xhat[a:c], out=t[a:c]), len(g), g)
         proj = (t @ self.w)[..., None] / d                              # mean of g*w*xhat over the row
         gw = sum_to(t, self.w.shape)
         gb = sum_to(g, self.w.shape)
-        gxhat -= gxhat_mean                                             # gx = rstd (gxhat - mean - xhat proj)
-        get_array_module(g).multiply(self.xhat, proj, out=t)
-        gxhat -= t
-        gxhat *= self.rstd
-        return gxhat.astype(self.x_dtype, copy=False), gw, gb
+        gx = xp.empty(g.shape, g.dtype)
+
+        def rows(a, c):                                                 # gx = rstd (g w - mean - xhat proj)
+            gxb, tb = gx[a:c], t[a:c]
+            xp.multiply(g[a:c], self.w, out=gxb)
+            gxb -= gw_mean[a:c]
+            xp.multiply(self.xhat[a:c], proj[a:c], out=tb)
+            gxb -= tb
+            gxb *= self.rstd[a:c]
+        parallel.for_rows(rows, len(g), g)
+        return gx.astype(self.x_dtype, copy=False), gw, gb
 
 
 def layer_norm(x, weight, bias, eps=1e-5):

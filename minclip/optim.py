@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from . import backend
+from . import backend, parallel
 from .autograd import Tensor
 
 
@@ -57,11 +57,13 @@ class Optimizer:
             p.grad = None
 
     def step(self):
-        """Update every parameter that has a gradient (those with `.grad is None` are skipped)."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    self.update(p, p.grad, self.state.setdefault(id(p), {}), group)
+        """Update every parameter that has a gradient (those with `.grad is None` are skipped).
+        The updates are independent, so the threads of parallel.py share them out."""
+        todo = [(p, self.state.setdefault(id(p), {}), group)
+                for group in self.param_groups for p in group["params"] if p.grad is not None]
+        if todo:
+            parallel.for_items(lambda item: self.update(item[0], item[0].grad, *item[1:]), todo,
+                               [p.data.size for p, _, _ in todo], todo[0][0].data)
 
     def update(self, p, grad, state, group):
         """Subclasses: change `p.data` in place from `grad` (raw array), `state` and hyper-parameters."""
@@ -190,12 +192,21 @@ class Adam(Optimizer):
             p.data *= 1 - lr * wd
         elif wd:
             grad = grad + wd * p.data
+        # in place, with one scratch array: each line is one pass over the parameter
+        scratch = xp.empty_like(m)
+        xp.multiply(grad, 1 - beta1, out=scratch)
         m *= beta1
-        m += (1 - beta1) * grad
+        m += scratch                                     # m = beta1 m + (1 - beta1) g
+        xp.multiply(grad, grad, out=scratch)
+        scratch *= 1 - beta2
         v *= beta2
-        v += (1 - beta2) * grad * grad
-        denom = xp.sqrt(v) / math.sqrt(1 - beta2 ** t) + eps
-        p.data -= lr / (1 - beta1 ** t) * m / denom
+        v += scratch                                     # v = beta2 v + (1 - beta2) g^2
+        xp.sqrt(v, out=scratch)
+        scratch /= math.sqrt(1 - beta2 ** t)
+        scratch += eps                                   # the denominator
+        xp.divide(m, scratch, out=scratch)
+        scratch *= lr / (1 - beta1 ** t)
+        p.data -= scratch
 
 
 class AdamW(Adam):

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from . import backend
+from . import backend, parallel
 from .autograd import Function, sum_to
 from .backend import get_array_module
 
@@ -134,8 +134,9 @@ def scaled_dot_product_attention_simple(q, k, v, mask=None):
 
 class ScaledDotProductAttention(Function):
     """scaled_dot_product_attention_simple as one Function. Forward folds the scale into q, adds the
-    mask and runs the softmax in place on the score array (one (Lq, Lk) array instead of five), its row
-    sums as matrix-vector products; backward reuses the attention weights, as Softmax's backward does."""
+    mask and runs the softmax in place on the score array (one (Lq, Lk) array instead of five), a block
+    of its leading axis on each core (parallel.py); backward reuses the attention weights, as Softmax's
+    backward does."""
     def __init__(self, mask=None):
         self.mask = backend.unwrap(mask)
 
@@ -145,26 +146,37 @@ class ScaledDotProductAttention(Function):
                              "dim and k/v the second-to-last")
         xp = get_array_module(q)
         self.scale = 1 / math.sqrt(q.shape[-1])
-        s = (q * self.scale) @ k.swapaxes(-1, -2)                  # (..., Lq, Lk), a new array
-        if self.mask is not None:
-            if s.shape == np.broadcast_shapes(s.shape, self.mask.shape):
-                s += self.mask                                     # e.g. -inf above the diagonal (causal)
-            else:
-                s = s + self.mask
-        s -= s.max(-1, keepdims=True)
-        xp.exp(s, out=s)
-        s /= (s @ xp.ones(s.shape[-1], s.dtype))[..., None]       # row sums by BLAS, not a reduction
+        s = parallel.matmul(q * self.scale, k.swapaxes(-1, -2))    # (..., Lq, Lk), a new array
+        mask = self.mask
+        if mask is not None and s.shape != np.broadcast_shapes(s.shape, mask.shape):
+            s, mask = s + mask, None                               # a mask that broadcasts s up: added here
+        split_mask = mask is not None and mask.ndim == s.ndim and mask.shape[0] != 1
+
+        def rows(a, b):                                            # the softmax, in place on each block of axis 0
+            sb = s[a:b]
+            if mask is not None:
+                sb += mask[a:b] if split_mask else mask            # e.g. -inf above the diagonal (causal)
+            sb -= sb.max(-1, keepdims=True)
+            xp.exp(sb, out=sb)
+            sb /= xp.einsum("...k->...", sb)[..., None]            # row sums without a reduction's strided walk
+        parallel.for_rows(rows, len(s), s)
         self.attn, self.q, self.k, self.v = s, q, k, v
-        return s @ v                                               # (..., Lq, dv)
+        return parallel.matmul(s, v)                               # (..., Lq, dv)
 
     def backward(self, g):
+        xp = get_array_module(g)
         attn, q, k, v = self.attn, self.q, self.k, self.v
-        gv = sum_to(attn.swapaxes(-1, -2) @ g, v.shape)
-        gs = g @ v.swapaxes(-1, -2)                                # d/d attn, then in place d/d scores
-        gs -= get_array_module(g).einsum("...k,...k->...", gs, attn)[..., None]  # row sums of gs * attn, in one pass
-        gs *= attn
-        gs *= self.scale
-        return sum_to(gs @ k, q.shape), sum_to(gs.swapaxes(-1, -2) @ q, k.shape), gv
+        gv = sum_to(parallel.matmul(attn.swapaxes(-1, -2), g), v.shape)
+        gs = parallel.matmul(g, v.swapaxes(-1, -2))                # d/d attn, then in place d/d scores
+
+        def rows(a, b):
+            gb, ab = gs[a:b], attn[a:b]
+            gb -= xp.einsum("...k,...k->...", gb, ab)[..., None]   # row sums of gs * attn, in one pass
+            gb *= ab
+            gb *= self.scale
+        parallel.for_rows(rows, len(gs), gs)
+        return (sum_to(parallel.matmul(gs, k), q.shape), sum_to(parallel.matmul(gs.swapaxes(-1, -2), q), k.shape),
+                gv)
 
 
 def scaled_dot_product_attention(q, k, v, mask=None):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minclip import backend
+from minclip import backend, parallel
 from minclip import functional as F
 from minclip.autograd import Function, MatMul
 
@@ -259,7 +259,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     backend.use(args.backend)
     peak = matmul_peak()
-    print(f"backend {backend.current()}, matmul peak {peak:.1f} GFLOP/s (float32, 1024^3)")
+    print(f"backend {backend.current()}, matmul peak {peak:.1f} GFLOP/s (float32, 1024^3), "
+          f"{parallel.num_threads()} threads for the elementwise ops (MINCLIP_NUM_THREADS)")
     try:
         import torch
         device = "cuda" if args.backend == "cupy" else "cpu"

@@ -1,0 +1,165 @@
+"""Both cores for every op: one small thread pool runs an op's elementwise passes over row blocks and
+shares the large matrix products, with BLAS held to one thread.
+
+NumPy runs an elementwise op such as QuickGELU or LayerNorm on one core, and on a small CPU model these
+ops are a third of a step. NumPy's ufuncs and matmul release the GIL while they work on a large array,
+so plain Python threads, each handed its own block of rows, run on several cores at once. BLAS has
+threads of its own, but they busy-wait for ~0.1 s after each product, so a second pool running
+between two products would fight them for the cores (measured: no gain at all). Hence one pool for
+both: while it is in use, NumPy's OpenBLAS is set to one thread (threadpoolctl) and `matmul` gives each
+thread a block of the product's rows (its columns, when it has few rows; its leading axis, when
+batched). Every block is computed by exactly the code the whole array would be and no sum is split, so
+the result is bit-identical for any number of threads (tests/test_parallel.py).
+
+    MINCLIP_NUM_THREADS   threads for minclip's ops (default: the number of cores; 1: no pool, and
+                          BLAS keeps its own threads)
+
+Arrays of another backend (CuPy runs on its device) and work too small for a hand-off to pay (about
+90 us here) take one plain call.
+"""
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+MIN_ELEMENTS = 1 << 18  # per thread, for elementwise work: a few float32 passes over 256k elements ~ 0.3 ms
+MIN_FLOPS = 1 << 23     # per thread, for a matrix product: 8 MFLOP ~ 0.1 ms of one core
+
+_num_threads = None
+_pool = None
+_blas = None  # threadpoolctl's hold on NumPy's OpenBLAS (one thread) while the pool exists
+
+
+def num_threads():
+    """Threads the elementwise ops use: MINCLIP_NUM_THREADS, else the number of cores."""
+    global _num_threads
+    if _num_threads is None:
+        value = os.environ.get("MINCLIP_NUM_THREADS", "")
+        try:
+            n = int(value) if value else (os.cpu_count() or 1)
+        except ValueError:
+            raise ValueError(f"MINCLIP_NUM_THREADS={value!r}: expected a whole number of threads") from None
+        if n < 1:
+            raise ValueError(f"MINCLIP_NUM_THREADS={value!r}: expected at least 1 thread")
+        _num_threads = n
+    return _num_threads
+
+
+def set_num_threads(n):
+    """Use n threads from now on (1: every op on the calling thread). Returns the previous number."""
+    global _num_threads, _pool
+    if int(n) < 1:
+        raise ValueError(f"set_num_threads({n!r}): expected at least 1 thread")
+    previous = num_threads()
+    if int(n) != previous and _pool is not None:
+        _pool.shutdown()
+        _pool = None
+        _release_blas()
+    _num_threads = int(n)
+    return previous
+
+
+def blocks(n_rows, row_size):
+    """Row ranges [(start, stop), ...] that split n_rows rows of row_size elements between the threads;
+    one range when the array is small or there is one thread."""
+    k = min(num_threads(), n_rows * row_size // MIN_ELEMENTS, n_rows)
+    if k <= 1:
+        return [(0, n_rows)]
+    edges = [n_rows * i // k for i in range(k + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _get_pool():
+    """The pool (num_threads() - 1 workers: the calling thread works too), made on first use; from then on
+    NumPy's OpenBLAS runs on one thread, since `matmul` shares the products out itself."""
+    global _pool, _blas
+    if _pool is None:
+        from threadpoolctl import threadpool_limits
+        _blas = threadpool_limits(limits=1, user_api="blas")  # kept: the limit lasts while this object does
+        _pool = ThreadPoolExecutor(num_threads() - 1, thread_name_prefix="minclip")
+    return _pool
+
+
+def _release_blas():
+    global _blas
+    if _blas is not None:
+        _blas.restore_original_limits()
+        _blas = None
+
+
+def for_rows(kernel, rows, like):
+    """Call kernel(start, stop) on row blocks covering range(rows), in parallel when it pays.
+
+    `like` is an array of the op (its size and backend decide): only NumPy arrays of at least
+    MIN_ELEMENTS per thread are split. The calling thread runs the first block itself and waits
+    for the others, so two threads cost one hand-off."""
+    if not isinstance(like, np.ndarray) or rows == 0:
+        kernel(0, rows)
+        return
+    parts = blocks(rows, like.size // rows)
+    if len(parts) == 1:
+        kernel(0, rows)
+        return
+    futures = [_get_pool().submit(kernel, *part) for part in parts[1:]]
+    kernel(*parts[0])
+    for f in futures:
+        f.result()  # re-raises a worker's exception here
+
+
+def for_items(fn, items, sizes, like):
+    """Call fn(item) for every item, the items shared between the threads in runs of about equal total
+    size (sizes[i] elements each): independent updates such as the optimizer's, one per parameter."""
+    global _pool
+    total = sum(sizes)
+    k = min(num_threads(), total // MIN_ELEMENTS, len(items)) if isinstance(like, np.ndarray) else 1
+    if k <= 1:
+        for item in items:
+            fn(item)
+        return
+    runs, run, filled = [], [], 0
+    for item, size in zip(items, sizes):
+        run.append(item)
+        filled += size
+        if filled >= total * (len(runs) + 1) / k and len(runs) < k - 1:
+            runs.append(run)
+            run = []
+    runs.append(run)
+    futures = [_get_pool().submit(lambda r: [fn(item) for item in r], r) for r in runs[1:]]
+    for item in runs[0]:
+        fn(item)
+    for f in futures:
+        f.result()
+
+
+def matmul(a, b):
+    """a @ b for NumPy arrays of at least 2 dimensions, shared between the threads when it is large:
+    by the leading (batch) axis, else by the rows of a, else (few rows) by the columns of b."""
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)) or a.ndim < 2 or b.ndim < 2 \
+            or num_threads() == 1:
+        return a @ b
+    (m, k), n = a.shape[-2:], b.shape[-1]
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    threads = min(num_threads(), 2 * m * k * n * math.prod(batch) // MIN_FLOPS)
+    if threads <= 1 or (batch and batch[0] < threads):
+        return a @ b
+    out = np.empty(batch + (m, n), np.result_type(a, b))
+    if batch:                                   # stacked products: whole matrices to each thread
+        def part(i, j):
+            np.matmul(a[i:j] if a.ndim == out.ndim and a.shape[0] > 1 else a,
+                      b[i:j] if b.ndim == out.ndim and b.shape[0] > 1 else b, out=out[i:j])
+        rows = batch[0]
+    elif m >= n:                                # rows of the product: a contiguous block of out each
+        def part(i, j):
+            np.matmul(a[i:j], b, out=out[i:j])
+        rows = m
+    else:                                       # columns: each block computed whole, then copied in
+        def part(i, j):
+            out[:, i:j] = a @ b[:, i:j]
+        rows = n
+    edges = [rows * t // threads for t in range(threads + 1)]
+    futures = [_get_pool().submit(part, i, j) for i, j in zip(edges[1:-1], edges[2:])]
+    part(edges[0], edges[1])
+    for f in futures:
+        f.result()
+    return out
