@@ -1,5 +1,5 @@
-"""Both cores for every op: one small thread pool runs an op's elementwise passes over row blocks and
-shares the large matrix products, with BLAS held to one thread.
+"""Several cores for every op, on request: one small thread pool runs an op's elementwise passes over
+row blocks and shares the large matrix products, with BLAS held to one thread.
 
 NumPy runs an elementwise op such as QuickGELU or LayerNorm on one core, and on a small CPU model these
 ops are a third of a step. NumPy's ufuncs and matmul release the GIL while they work on a large array,
@@ -11,8 +11,14 @@ thread a block of the product's rows (its columns, when it has few rows; its lea
 batched). Every block is computed by exactly the code the whole array would be and no sum is split, so
 the result is bit-identical for any number of threads (tests/test_parallel.py).
 
-    MINCLIP_NUM_THREADS   threads for minclip's ops (default: the number of cores; 1: no pool, and
-                          BLAS keeps its own threads)
+    MINCLIP_NUM_THREADS   threads for minclip's ops (default 1: no pool, and BLAS keeps its own threads)
+
+Why the default is 1: on the 2-core machine this project is developed on, handing a block to a
+sleeping thread costs ~90 us, and OpenBLAS's own threads share the packed operands of a product, which
+separate calls cannot. Measured there (tests/benchmarks/bench_step.py, batch 64, no PyTorch), 2 threads
+against 1: tiny-vit 139-170 ms against 111-120 ms a step, rn-32 491-521 ms against 512 ms. The
+elementwise ops themselves do run faster on two threads (QuickGELU on (4160, 512): 3.5 ms -> 2.2 ms once
+BLAS runs on one thread); try MINCLIP_NUM_THREADS=N on a machine where hand-offs are cheaper.
 
 Arrays of another backend (CuPy runs on its device) and work too small for a hand-off to pay (about
 90 us here) take one plain call.
@@ -32,12 +38,12 @@ _blas = None  # threadpoolctl's hold on NumPy's OpenBLAS (one thread) while the 
 
 
 def num_threads():
-    """Threads the elementwise ops use: MINCLIP_NUM_THREADS, else the number of cores."""
+    """Threads minclip's ops use: MINCLIP_NUM_THREADS, else 1 (see above)."""
     global _num_threads
     if _num_threads is None:
         value = os.environ.get("MINCLIP_NUM_THREADS", "")
         try:
-            n = int(value) if value else (os.cpu_count() or 1)
+            n = int(value) if value else 1
         except ValueError:
             raise ValueError(f"MINCLIP_NUM_THREADS={value!r}: expected a whole number of threads") from None
         if n < 1:

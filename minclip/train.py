@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import backend, data, parallel
+from . import backend, data
 from . import distributed as dist
 from .checkpoint import checkpoint_tokenizer, read_checkpoint, save_checkpoint
 from .evaluate import EVAL_BATCH_SIZE, encode_dataset, retrieval_metrics, shapes_plots, shapes_zeroshot
@@ -266,8 +266,6 @@ def train(cfg=None, on_step=None):
         backend.use(cfg.backend)
     backend.manual_seed(cfg.seed)
     dist.set_blas_threads(cfg.blas_threads)
-    if dist.world_size() > 1 and not os.environ.get("MINCLIP_NUM_THREADS"):  # K ranks share the cores
-        parallel.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world_size()))
     backend.keep_freed_memory()
     model = create_model(cfg.model)
     if cfg.crop_scale is None:
