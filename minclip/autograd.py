@@ -297,7 +297,7 @@ class Add(Function):
         if a.shape != b.shape or a.ndim == 0 or a.dtype != b.dtype:
             return a + b
         xp = backend.get_array_module(a)
-        y = xp.empty(a.shape, a.dtype)                    # the residual adds: large, so on every core
+        y = xp.empty(a.shape, a.dtype)                    # the residual adds: large, a block per thread
         parallel.for_rows(lambda i, j: xp.add(a[i:j], b[i:j], out=y[i:j]), len(a), a)
         return y
 

@@ -147,7 +147,7 @@ def quick_gelu_simple(x):
 class QuickGELU(Function):
     """quick_gelu_simple as one Function, written with in-place updates on one saved array s = sigmoid(1.702 x):
     it runs on the MLP's 4x-wide activations, the largest arrays of a step, where every temporary
-    costs a full pass over memory, so each pass runs over row blocks on every core (parallel.py).
+    costs a full pass over memory; each pass runs over row blocks, one per thread (parallel.py).
     The sigmoid is 1 / (1 + exp(-1.702 x)), exp being cheaper than tanh; where exp overflows to inf
     the quotient is the right limit, 0, so that warning is silenced."""
     def forward(self, x):
@@ -201,8 +201,9 @@ def layer_norm_simple(x, weight, bias, eps=1e-5):
 
 class LayerNorm(Function):
     """layer_norm_simple as one Function, computed in at least float32 even for fp16 input.
-    Forward centres, normalises, scales and shifts each block of rows in one go (parallel.py), its row
-    means a matrix-vector product (BLAS) and its variances einsum's sum of squares (no product array).
+    Forward centres, normalises, scales and shifts each block of rows in one go (a block per thread,
+    parallel.py), its row means a matrix-vector product (BLAS) and its variances einsum's sum of
+    squares (no product array).
     Backward is the closed form gx = rstd (g w - mean(g w) - xhat mean(g w xhat)), its steps in place
     on one array per block, and its row means against w matrix-vector products."""
     def __init__(self, eps=1e-5):
@@ -211,8 +212,8 @@ class LayerNorm(Function):
     def forward(self, x, w, b):
         xp = get_array_module(x)
         self.x_dtype = x.dtype
-        x = xp.ascontiguousarray(x, dtype=xp.promote_types(x.dtype, np.float32))
-        d = x.shape[-1]
+        shape, d = x.shape, x.shape[-1]
+        x = xp.ascontiguousarray(x, dtype=xp.promote_types(x.dtype, np.float32)).reshape(-1, d)  # (rows, D)
         mean = x @ xp.full(d, 1 / d, x.dtype)                         # row means as a matrix-vector product
         xhat = xp.empty(x.shape, x.dtype)
         rstd = xp.empty(x.shape[:-1] + (1,), x.dtype)
@@ -220,8 +221,8 @@ class LayerNorm(Function):
 
         def rows(a, c):
             xh, r = xhat[a:c], rstd[a:c]
-            xp.subtract(x[a:c], mean[a:c][..., None], out=xh)          # centred, becomes xhat in place
-            r[..., 0] = xp.einsum("...d,...d->...", xh, xh)          # sums of squares, no product array
+            xp.subtract(x[a:c], mean[a:c, None], out=xh)                # centred, becomes xhat in place
+            r[:, 0] = xp.einsum("nd,nd->n", xh, xh)                    # sums of squares, no product array
             r *= 1 / d
             r += self.eps
             xp.sqrt(r, out=r)
@@ -231,11 +232,12 @@ class LayerNorm(Function):
             y[a:c] += b
         parallel.for_rows(rows, len(x), x)
         self.xhat, self.rstd, self.w = xhat, rstd, w
-        return y.astype(self.x_dtype, copy=False)
+        return y.reshape(shape).astype(self.x_dtype, copy=False)
 
     def backward(self, g):
         xp = get_array_module(g)
-        g = xp.ascontiguousarray(g, dtype=self.xhat.dtype)
+        shape = g.shape
+        g = xp.ascontiguousarray(g, dtype=self.xhat.dtype).reshape(self.xhat.shape)
         d = g.shape[-1]
         gw_mean = (g @ self.w)[..., None] / d                           # mean of g*w over the row
         t = xp.empty(g.shape, g.dtype)
@@ -253,7 +255,7 @@ class LayerNorm(Function):
             gxb -= tb
             gxb *= self.rstd[a:c]
         parallel.for_rows(rows, len(g), g)
-        return gx.astype(self.x_dtype, copy=False), gw, gb
+        return gx.reshape(shape).astype(self.x_dtype, copy=False), gw, gb
 
 
 def layer_norm(x, weight, bias, eps=1e-5):
