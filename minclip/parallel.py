@@ -66,14 +66,25 @@ def set_num_threads(n):
     return previous
 
 
+def _ranges(n, k):
+    """k consecutive ranges [(start, stop), ...] of about equal length covering range(n)."""
+    edges = [n * i // k for i in range(k + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
 def blocks(n_rows, row_size):
     """Row ranges [(start, stop), ...] that split n_rows rows of row_size elements between the threads;
     one range when the array is small or there is one thread."""
-    k = min(num_threads(), n_rows * row_size // MIN_ELEMENTS, n_rows)
-    if k <= 1:
-        return [(0, n_rows)]
-    edges = [n_rows * i // k for i in range(k + 1)]
-    return list(zip(edges[:-1], edges[1:]))
+    return _ranges(n_rows, max(1, min(num_threads(), n_rows * row_size // MIN_ELEMENTS, n_rows)))
+
+
+def _share(fn, parts):
+    """fn(*part) for every part: the pool takes all but the first, which the calling thread runs itself
+    before it waits for the others (so two threads cost one hand-off)."""
+    futures = [_get_pool().submit(fn, *part) for part in parts[1:]]
+    fn(*parts[0])
+    for f in futures:
+        f.result()  # re-raises a worker's exception here
 
 
 def _get_pool():
@@ -98,44 +109,30 @@ def for_rows(kernel, rows, like):
     """Call kernel(start, stop) on row blocks covering range(rows), in parallel when it pays.
 
     `like` is an array of the op (its size and backend decide): only NumPy arrays of at least
-    MIN_ELEMENTS per thread are split. The calling thread runs the first block itself and waits
-    for the others, so two threads cost one hand-off."""
-    if not isinstance(like, np.ndarray) or rows == 0:
-        kernel(0, rows)
-        return
-    parts = blocks(rows, like.size // rows)
+    MIN_ELEMENTS per thread are split."""
+    parts = blocks(rows, like.size // rows) if isinstance(like, np.ndarray) and rows else [(0, rows)]
     if len(parts) == 1:
         kernel(0, rows)
-        return
-    futures = [_get_pool().submit(kernel, *part) for part in parts[1:]]
-    kernel(*parts[0])
-    for f in futures:
-        f.result()  # re-raises a worker's exception here
+    else:
+        _share(kernel, parts)
 
 
 def for_items(fn, items, sizes, like):
     """Call fn(item) for every item, the items shared between the threads in runs of about equal total
     size (sizes[i] elements each): independent updates such as the optimizer's, one per parameter."""
-    global _pool
     total = sum(sizes)
     k = min(num_threads(), total // MIN_ELEMENTS, len(items)) if isinstance(like, np.ndarray) else 1
     if k <= 1:
         for item in items:
             fn(item)
         return
-    runs, run, filled = [], [], 0
-    for item, size in zip(items, sizes):
-        run.append(item)
+    ends, filled = [], 0                        # run t ends where the running size passes t/k of the total
+    for i, size in enumerate(sizes):
         filled += size
-        if filled >= total * (len(runs) + 1) / k and len(runs) < k - 1:
-            runs.append(run)
-            run = []
-    runs.append(run)
-    futures = [_get_pool().submit(lambda r: [fn(item) for item in r], r) for r in runs[1:]]
-    for item in runs[0]:
-        fn(item)
-    for f in futures:
-        f.result()
+        if filled * k >= total * (len(ends) + 1) and len(ends) < k - 1:
+            ends.append(i + 1)
+    starts = [0] + ends
+    _share(lambda i, j: [fn(item) for item in items[i:j]], list(zip(starts, ends + [len(items)])))
 
 
 def matmul(a, b):
@@ -163,9 +160,5 @@ def matmul(a, b):
         def part(i, j):
             out[:, i:j] = a @ b[:, i:j]
         rows = n
-    edges = [rows * t // threads for t in range(threads + 1)]
-    futures = [_get_pool().submit(part, i, j) for i, j in zip(edges[1:-1], edges[2:])]
-    part(edges[0], edges[1])
-    for f in futures:
-        f.result()
+    _share(part, _ranges(rows, threads))
     return out

@@ -119,6 +119,13 @@ def test_blocks_cover_every_row_once(monkeypatch):
         parallel.set_num_threads(previous)
 
 
+def test_items_are_shared_out_once_each(split_everything):
+    seen = []
+    sizes = [5, 1, 1, 9, 2, 2, 2, 30, 1, 1]
+    parallel.for_items(seen.append, list(range(10)), sizes, np.zeros(1))
+    assert sorted(seen) == list(range(10))
+
+
 def test_a_worker_exception_reaches_the_caller(split_everything):
     def kernel(a, b):
         if a > 0:
