@@ -16,6 +16,7 @@ from minclip.data.shapes import (
     HELDOUT_PAIRS,
     POSITIONS,
     SHAPES,
+    SHIFTS,
     SIZES,
     TEMPLATES,
     Shapes,
@@ -196,3 +197,55 @@ def test_render_is_fast():
     for i in range(300):
         ds[i]
     assert (time.perf_counter() - t) / 300 < 1e-3  # item incl. normalisation; ~0.3 ms on a laptop core
+
+
+# ----------------------------------------------------------------------------- shifted test sets
+def test_a_shift_keeps_items_captions_and_labels():
+    base = Shapes("val", length=50, seed=2)
+    assert digest(Shapes("val", length=50, seed=2, shift=None)) == digest(base)  # no shift: the same bytes
+    for shift in SHIFTS:
+        shifted = Shapes("val", length=50, seed=2, shift=shift)
+        assert [shifted.caption(i) for i in range(50)] == [base.caption(i) for i in range(50)]
+        for key in ("pair", "size", "position", "background"):
+            np.testing.assert_array_equal(shifted.labels(key), base.labels(key))
+        assert digest(shifted) != digest(base), shift
+    with pytest.raises(ValueError, match="unknown shift 'blur'; choose one of .*outline"):
+        Shapes("val", shift="blur")
+
+
+def _large_filled(n=400):
+    base = Shapes("val", length=n, image_size=64)
+    return base, [i for i in range(n) if base.info(i)["size"] == "large" and base.info(i)["shape"] != "heart"]
+
+
+def test_outline_leaves_the_inside_as_background():
+    base, large = _large_filled()
+    outline = Shapes("val", length=len(base), image_size=64, shift="outline")
+    for i in large[:20]:
+        info = base.info(i)
+        x, y = (round(v) for v in info["center"])
+        rgb = np.array(COLOUR_RGB[info["colour"]])
+        filled, drawn = (np.asarray(d.render(i)).astype(int) for d in (base, outline))
+        assert np.abs(filled[y, x] - rgb).max() <= 13            # the centre is the shape's colour
+        assert np.abs(drawn[y, x] - rgb).max() > 60              # and in the outline, background
+        coloured = [(np.abs(img - rgb).max(-1) <= 13).sum() for img in (filled, drawn)]
+        assert 0 < coloured[1] < 0.6 * coloured[0], (i, coloured)
+
+
+def test_noise_background_rotation_and_scale_do_what_they_say():
+    n = 200
+    base = Shapes("val", length=n, image_size=64)
+    noisy, gray, turned, tiny = (Shapes("val", length=n, image_size=64, shift=s)
+                                 for s in ("noise", "background", "rotation", "scale"))
+    diffs = np.stack([np.asarray(noisy.render(i), float) - np.asarray(base.render(i), float) for i in range(20)])
+    assert 30 < diffs.std() < 42                                 # std 40, a little less where clipped at 0 or 255
+    for i in range(n):
+        corners = np.asarray(gray.render(i)).astype(int)[[0, 0, -1, -1], [0, -1, 0, -1]]
+        assert {base.info(i)["position"]} == {gray.info(i)["position"]}
+        # a corner shows background unless the shape sits there: mid-gray, 110 to 150
+        far = [c for c, pos in zip(corners, ["top left", "top right", "bottom left", "bottom right"])
+               if pos != base.info(i)["position"]]
+        assert all(110 <= v <= 150 for c in far for v in c), (i, far)
+        assert abs(base.info(i)["angle"]) <= 10 + 1e-9 and 20 - 1e-9 <= abs(turned.info(i)["angle"]) <= 35 + 1e-9
+        assert 0.11 * 64 - 1e-9 <= base.info(i)["radius"] <= 0.22 * 64 + 1e-9
+        assert 0.06 * 64 - 1e-9 <= tiny.info(i)["radius"] <= 0.09 * 64 + 1e-9

@@ -21,6 +21,7 @@ from .shapes import (
     HELDOUT_PAIRS,
     POSITIONS,
     SHAPES,
+    SHIFTS,
     SIZES,
     TEMPLATES,
     Shapes,
@@ -39,5 +40,5 @@ from .transforms import (
 __all__ = ["BACKGROUNDS", "CAPTION_TEMPLATES", "CIFAR10", "CIFAR10_TEMPLATES", "CLIP_MEAN", "CLIP_STD", "COLOURS",
            "CSV_CAPTION_KEY", "CSV_IMG_KEY", "CSV_SEPARATOR",
            "COLOUR_RGB", "CsvImageText", "DataLoader", "HELDOUT_PAIRS", "IMG_EXTENSIONS", "ImageFolder", "InMemory",
-           "POSITIONS", "SHAPES", "SIZES", "Shapes", "TEMPLATES", "UnreadableImage", "clip_preprocess", "denormalize",
-           "random_hflip", "random_resized_crop", "to_tensor_normalized", "train_transform"]
+           "POSITIONS", "SHAPES", "SHIFTS", "SIZES", "Shapes", "TEMPLATES", "UnreadableImage", "clip_preprocess",
+           "denormalize", "random_hflip", "random_resized_crop", "to_tensor_normalized", "train_transform"]

@@ -10,6 +10,10 @@ of the colour x shape Latin square, so each colour and shape is held out once), 
 Classifying the held-out split among all 64 pair names asks the model to combine two words it learnt
 separately into a description it never saw: CLIP's zero-shot transfer (Section 3.1) in miniature.
 No class name starts with a vowel, so prompts like "a {}." are always grammatical.
+
+Shifted test sets (`Shapes(split, shift=name)`, for robustness as in the paper's Section 3.3): the same
+items, the same captions and labels, drawn differently in one documented way (SHIFTS). Training never
+uses them, and shift=None leaves every image exactly as it was.
 """
 from collections import namedtuple
 
@@ -27,6 +31,18 @@ SIZES = ["small", "large"]
 POSITIONS = ["top left", "top right", "bottom left", "bottom right", "center"]
 BACKGROUNDS = ["black", "dark gray", "dark noise", "dark gradient"]
 HELDOUT_PAIRS = [(COLOURS[c], SHAPES[(3 * c + 1) % len(SHAPES)]) for c in range(len(COLOURS))]
+
+# Distribution shifts for test sets: each changes how an item is drawn, never what it is.
+SHIFTS = {
+    "outline": "the shape's outline only, 2 px wide (at 64 px), its inside left as background",
+    "noise": "Gaussian pixel noise of standard deviation 40 (of 255) on every channel",
+    "background": "a mid-gray background (110 to 150 in every channel) instead of a dark one",
+    "rotation": "rotated by 20 to 35 degrees either way instead of at most 10 (never 45: a square stays a square)",
+    "scale": "a radius of 6 % to 9 % of the side: smaller than any training shape (11 % to 22 %)",
+}
+_OUTLINE_WIDTH, _NOISE_STD = 2 / 64, 40
+_SHIFT_ANGLE = (np.deg2rad(20), np.deg2rad(35))
+_SHIFT_RADIUS = (0.06, 0.09)
 
 # Zero-shot prompt templates per attribute (Section 3.1.4: average the text embeddings over templates).
 # Only words the captions use: a word never seen in training has an untrained embedding, and no
@@ -108,12 +124,16 @@ class Shapes:
     split: "train" | "val" | "heldout"; length: items in the split (default 20000 / 1000 / 1000);
     image_size: side in pixels (64 by default; 32 and 224 work too); seed: a non-negative int;
     transform: None (image -> CLIP-normalised array as is) or a callable applied to the PIL image,
-    called transform(img, rng) if it takes an rng (see transforms.wants_rng).
+    called transform(img, rng) if it takes an rng (see transforms.wants_rng); shift: None or a key of
+    SHIFTS, to draw a shifted test set (same items, captions and labels).
 
     dataset[i] -> (float32 (3, image_size, image_size) CLIP-normalised, caption str).
     """
 
-    def __init__(self, split="train", length=None, image_size=64, seed=0, transform=None):
+    def __init__(self, split="train", length=None, image_size=64, seed=0, transform=None, shift=None):
+        if shift is not None and shift not in SHIFTS:
+            raise ValueError(f"Shapes: unknown shift {shift!r}; choose one of {list(SHIFTS)} (or None)")
+        self.shift = shift
         if split not in _SPLITS:
             raise ValueError(f"Shapes: unknown split {split!r}; choose one of {list(_SPLITS)}")
         if int(seed) != seed or seed < 0:
@@ -134,7 +154,9 @@ class Shapes:
         return self.length
 
     def __repr__(self):
-        return f"Shapes(split={self.split!r}, length={self.length}, image_size={self.image_size}, seed={self.seed})"
+        shift = f", shift={self.shift!r}" if self.shift else ""
+        return (f"Shapes(split={self.split!r}, length={self.length}, image_size={self.image_size}, "
+                f"seed={self.seed}{shift})")
 
     def _check_index(self, i):
         i = int(i)
@@ -158,16 +180,21 @@ class Shapes:
                     background=int(u[3] * len(BACKGROUNDS)), template=int(u[4] * len(CAPTION_TEMPLATES)), rgb=rgb,
                     cx=cx + (2 * u[6] - 1) * _CENTRE_JITTER, cy=cy + (2 * u[7] - 1) * _CENTRE_JITTER,
                     radius=lo + u[5] * (hi - lo), angle=(2 * u[8] - 1) * _MAX_ANGLE, bg_u=u[12])
+        if self.shift == "rotation":  # the same draw, moved out to 20..35 degrees on its own side
+            lo_a, hi_a = _SHIFT_ANGLE
+            p = p._replace(angle=np.sign(p.angle or 1.0) * (lo_a + abs(2 * u[8] - 1) * (hi_a - lo_a)))
+        elif self.shift == "scale":
+            p = p._replace(radius=_SHIFT_RADIUS[0] + u[5] * (_SHIFT_RADIUS[1] - _SHIFT_RADIUS[0]))
         return p, rng
 
     def info(self, i):
         """Attributes of item i: dict(shape, colour, size, position, background: str, caption: str,
-        rgb: (r, g, b) ints, center: (x, y) and radius in pixels)."""
+        rgb: (r, g, b) ints, center: (x, y) and radius in pixels, angle in degrees)."""
         p, _ = self._params(self._check_index(i))
         s = self.image_size
         return dict(shape=SHAPES[p.shape], colour=COLOURS[p.colour], size=SIZES[p.size],
                     position=POSITIONS[p.position], background=BACKGROUNDS[p.background], caption=self._caption(p),
-                    rgb=p.rgb, center=(p.cx * s, p.cy * s), radius=p.radius * s)
+                    rgb=p.rgb, center=(p.cx * s, p.cy * s), radius=p.radius * s, angle=float(np.rad2deg(p.angle)))
 
     @staticmethod
     def _caption(p):
@@ -182,6 +209,8 @@ class Shapes:
     def _background(self, p, rng):
         """Dark RGB PIL image (S, S); every channel stays <= 75 so all colours stand out."""
         s = self.image_size
+        if self.shift == "background":
+            return Image.new("RGB", (s, s), (110 + int(p.bg_u * 41),) * 3)
         kind = BACKGROUNDS[p.background]
         if kind == "black":
             return Image.new("RGB", (s, s), (int(p.bg_u * 15),) * 3)
@@ -210,13 +239,18 @@ class Shapes:
         mask = Image.new("L", (s * k, s * k), 0)
         draw = ImageDraw.Draw(mask)
         r, cx, cy = p.radius * s * k, p.cx * s * k, p.cy * s * k
+        outline = dict(outline=255, width=max(1, round(_OUTLINE_WIDTH * s * k))) if self.shift == "outline" else {}
+        fill = None if outline else 255
         if SHAPES[p.shape] == "circle":
-            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
+            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill, **outline)
         else:
             c, sn = np.cos(p.angle), np.sin(p.angle)
             pts = _POLYGONS[SHAPES[p.shape]] @ np.array([[c, sn], [-sn, c]]) * r + (cx, cy)  # rotate, scale, move
-            draw.polygon(pts.ravel().tolist(), fill=255)
+            draw.polygon(pts.ravel().tolist(), fill=fill, **outline)
         img.paste(p.rgb, (0, 0, s, s), mask.reduce(k))  # box-filter the 4x mask down: antialiased alpha
+        if self.shift == "noise":  # drawn last from the item's stream: every other draw stays as it was
+            noise = rng.normal(0, _NOISE_STD, (s, s, 3))
+            img = Image.fromarray(np.clip(np.asarray(img, np.float32) + noise, 0, 255).astype(np.uint8))
         return img
 
     def getitem(self, i, rng=None):
@@ -262,4 +296,4 @@ class Shapes:
 
 
 __all__ = ["BACKGROUNDS", "CAPTION_TEMPLATES", "COLOURS", "COLOUR_RGB", "HELDOUT_PAIRS", "POSITIONS", "SHAPES",
-           "SIZES", "Shapes", "TEMPLATES"]
+           "SHIFTS", "SIZES", "Shapes", "TEMPLATES"]
