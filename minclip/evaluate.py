@@ -355,6 +355,21 @@ def linear_probe(train_x, train_y, val_x, val_y, test_x=None, test_y=None,
     return result
 
 
+def k_shot_indices(labels, k, seed=0):
+    """Indices of k examples of every class in `labels` (int (N,)), drawn without replacement: the
+    labelled set of a k-shot linear probe (Sec. 3.2, Figure 7). Sorted by class, then by draw.
+    Raises ValueError if a class has fewer than k examples."""
+    labels = np.asarray(backend.to_numpy(labels))
+    rng = np.random.default_rng(seed)
+    picks = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        if len(members) < k:
+            raise ValueError(f"k_shot_indices: class {c} has {len(members)} examples, fewer than k={k}")
+        picks.append(rng.choice(members, size=k, replace=False))
+    return np.concatenate(picks)
+
+
 # ----------------------------------------------------------------------------- class names of a labelled folder
 def _plain_name(name):
     return re.sub(r"[\s_\-]+", " ", name).strip().lower()

@@ -229,3 +229,15 @@ def test_progress_bar_only_on_a_terminal(monkeypatch):
     assert E._progress(items, False, "x") is items
     bar = E._progress(items, True, "x")
     assert bar is not items and list(bar) == items
+
+
+def test_k_shot_indices_take_k_of_each_class_once():
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 2, 2])
+    idx = E.k_shot_indices(labels, 3, seed=1)
+    assert len(idx) == 9 and len(set(idx.tolist())) == 9
+    assert np.bincount(labels[idx]).tolist() == [3, 3, 3]
+    np.testing.assert_array_equal(idx, E.k_shot_indices(labels, 3, seed=1))     # seeded
+    draws = [np.sort(E.k_shot_indices(labels, 2, seed=s)) for s in (1, 2)]
+    assert not np.array_equal(*draws)
+    with pytest.raises(ValueError, match="class 1 has 3 examples, fewer than k=4"):
+        E.k_shot_indices(labels, 4)
