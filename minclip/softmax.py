@@ -135,7 +135,7 @@ def scaled_dot_product_attention_simple(q, k, v, mask=None):
 class ScaledDotProductAttention(Function):
     """scaled_dot_product_attention_simple as one Function. Forward folds the scale into q, adds the
     mask and runs the softmax in place on the score array (one (Lq, Lk) array instead of five), a block
-    of its leading axis on each core (parallel.py); backward reuses the attention weights, as Softmax's
+    of its leading axis per thread (parallel.py); backward reuses the attention weights, as Softmax's
     backward does."""
     def __init__(self, mask=None):
         self.mask = backend.unwrap(mask)

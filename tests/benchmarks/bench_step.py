@@ -260,7 +260,7 @@ def main(argv=None):
     backend.use(args.backend)
     peak = matmul_peak()
     print(f"backend {backend.current()}, matmul peak {peak:.1f} GFLOP/s (float32, 1024^3), "
-          f"{parallel.num_threads()} threads for the elementwise ops (MINCLIP_NUM_THREADS)")
+          f"{parallel.num_threads()} thread(s) for minclip's ops (MINCLIP_NUM_THREADS)")
     try:
         import torch
         device = "cuda" if args.backend == "cupy" else "cpu"
