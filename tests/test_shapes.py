@@ -1,6 +1,7 @@
 """minclip.data.shapes: determinism, the held-out split, and that the pictures show what the captions say."""
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -13,12 +14,15 @@ from minclip.data.shapes import (
     BACKGROUNDS,
     COLOUR_RGB,
     COLOURS,
+    COUNTS,
     HELDOUT_PAIRS,
     POSITIONS,
     SHAPES,
     SHIFTS,
     SIZES,
+    SYNONYMS,
     TEMPLATES,
+    TEXTURES,
     Shapes,
 )
 from minclip.data.transforms import to_tensor_normalized, train_transform
@@ -92,7 +96,7 @@ def test_labels_classnames_and_info_agree():
         assert names[ds.labels("pair")[i]] == f"{info['colour']} {info['shape']}"
         assert Shapes.classnames("shape")[ds.labels("shape")[i]] == info["shape"]
         assert info["size"] in SIZES and info["position"] in POSITIONS and info["background"] in BACKGROUNDS
-    with pytest.raises(ValueError, match="unknown key"):
+    with pytest.raises(ValueError, match="texture and count need extra=True"):
         ds.labels("texture")
     assert set(TEMPLATES) >= {"shape", "colour", "pair"} and all("{}" in t for ts in TEMPLATES.values() for t in ts)
 
@@ -186,7 +190,11 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="seed"):
         Shapes(seed=-1)
     with pytest.raises(ValueError, match="classnames"):
-        Shapes.classnames("texture")
+        Shapes.classnames("material")
+    with pytest.raises(ValueError, match="unknown captions 'fancy'"):
+        Shapes(captions="fancy")
+    with pytest.raises(ValueError, match="extra=True needs captions='varied'"):
+        Shapes(extra=True)
     assert len(Shapes("train")) == 20000 and len(Shapes("val")) == 1000 and len(Shapes("heldout")) == 1000
 
 
@@ -249,3 +257,104 @@ def test_noise_background_rotation_and_scale_do_what_they_say():
         assert abs(base.info(i)["angle"]) <= 10 + 1e-9 and 20 - 1e-9 <= abs(turned.info(i)["angle"]) <= 35 + 1e-9
         assert 0.11 * 64 - 1e-9 <= base.info(i)["radius"] <= 0.22 * 64 + 1e-9
         assert 0.06 * 64 - 1e-9 <= tiny.info(i)["radius"] <= 0.09 * 64 + 1e-9
+
+
+# ----------------------------------------------------------------------------- varied captions, more attributes
+def _names(word):
+    """The synonyms of a class word, as in captions="varied"."""
+    return SYNONYMS[word]
+
+
+def test_varied_captions_change_only_the_words():
+    base, varied = Shapes("val", length=60, seed=4), Shapes("val", length=60, seed=4, captions="varied")
+    for i in range(20):  # the same pixels
+
+        assert np.array_equal(np.asarray(varied.render(i)), np.asarray(base.render(i)))
+    for key in ("pair", "size", "position", "background"):
+        np.testing.assert_array_equal(varied.labels(key), base.labels(key))
+    caps = [varied.caption(i) for i in range(60)]
+    assert caps == [varied[i][1] for i in range(60)] == [varied.info(i)["caption"] for i in range(60)]
+    assert caps == [Shapes("val", length=60, seed=4, captions="varied").caption(i) for i in range(60)]  # repeatable
+    assert caps != [base.caption(i) for i in range(60)]
+
+
+def test_varied_captions_name_colour_and_shape_in_many_ways():
+    ds = Shapes("train", length=2000, captions="varied")
+    caps, synonyms_used, frames = [], set(), set()
+    for i in range(2000):
+        info, cap = ds.info(i), ds.caption(i)
+        caps.append(cap)
+        for key in ("colour", "shape"):
+            said = [w for w in _names(info[key]) if w in cap]
+            assert said, (key, info[key], cap)          # always named, by one of its synonyms
+            synonyms_used.add(said[-1])
+        for other in SHAPES:                            # and no other shape is named
+            if other != info["shape"]:
+                assert not any(f" {w}" in f" {cap}" for w in _names(other) if w not in _names(info["shape"])
+                               and not any(w in v for v in _names(info["shape"]))), (other, cap)
+        if " in the " in cap or " at the " in cap:
+            assert any(w in cap for w in _names(info["position"])), cap
+        assert "  " not in cap and not cap.startswith(" ") and " ," not in cap
+        assert not re.search(r"\ba [aeiou]", cap), cap     # "an aqua star", never "a aqua star"
+    assert synonyms_used == {w for word in SHAPES + COLOURS for w in _names(word)}  # every synonym appears
+    assert len(set(caps)) > 1500                          # hardly any caption repeats
+    canonical = np.mean([ds.info(i)["shape"] in caps[i].split() for i in range(2000)])
+    assert 0.3 < canonical < 0.7, canonical               # the class word itself: about half the time
+
+
+def _count_blobs(mask):
+    """Number of 4-connected True regions of a 2-D bool array (a flood fill; no SciPy needed)."""
+    seen, blobs = np.zeros_like(mask), 0
+    for start in zip(*np.nonzero(mask)):
+        if seen[start]:
+            continue
+        blobs, stack = blobs + 1, [start]
+        seen[start] = True
+        while stack:
+            y, x = stack.pop()
+            for v, u in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
+                if 0 <= v < mask.shape[0] and 0 <= u < mask.shape[1] and mask[v, u] and not seen[v, u]:
+                    seen[v, u] = True
+                    stack.append((v, u))
+    return blobs
+
+
+def test_extra_attributes_are_drawn_and_named():
+    ds = Shapes("val", length=300, image_size=64, captions="varied", extra=True)
+    assert Shapes.classnames("texture") == TEXTURES and Shapes.classnames("count") == COUNTS
+    for key in ("texture", "count"):
+        assert set(ds.labels(key).tolist()) == set(range(3))
+    for i in range(300):
+        info, cap = ds.info(i), ds.caption(i)
+        assert any(w in cap for w in _names(info["texture"])), cap
+        if info["count"] != "one":
+            assert any(f"{w} " in cap for w in _names(info["count"])), cap
+    # the count is the number of separate blobs of the shape's colour (large copies, no dots, no hearts
+    # whose lobes can merge with a neighbour at 64 px)
+    checked = 0
+    for i in range(300):
+        info = ds.info(i)
+        if info["texture"] != "solid" or info["shape"] in ("heart", "star", "cross"):
+            continue
+        img = np.asarray(ds.render(i)).astype(int)
+        blobs = _count_blobs(np.abs(img - np.array(info["rgb"])).max(-1) <= 40)
+        assert blobs == COUNTS.index(info["count"]) + 1, (i, info, blobs)
+        checked += 1
+    assert checked > 30
+
+
+def test_textures_remove_part_of_the_fill():
+    ds = Shapes("val", length=200, image_size=64, captions="varied", extra=True)
+    share = {t: [] for t in TEXTURES}
+    for i in range(200):
+        info = ds.info(i)
+        if info["count"] != "one" or info["size"] != "large" or info["shape"] not in ("circle", "square", "hexagon"):
+            continue  # one large copy of a shape that fills the middle of its bounding box
+        img = np.asarray(ds.render(i)).astype(int)
+        x, y = (round(v) for v in info["center"])
+        r = int(info["radius"] * 0.5)
+        patch = img[y - r:y + r, x - r:x + r]  # the middle of the shape
+        share[info["texture"]].append((np.abs(patch - np.array(info["rgb"])).max(-1) <= 13).mean())
+    assert min(share["solid"]) > 0.95
+    for t in ("striped", "dotted"):
+        assert share[t] and max(share[t]) < 0.7, (t, share[t])

@@ -11,10 +11,19 @@ Classifying the held-out split among all 64 pair names asks the model to combine
 separately into a description it never saw: CLIP's zero-shot transfer (Section 3.1) in miniature.
 No class name starts with a vowel, so prompts like "a {}." are always grammatical.
 
+Options for experiments that need harder data (notebooks 13 on); both off by default, and off they
+change no byte of any item:
+- captions="varied": captions phrased as varied alt-text is: synonyms ("crimson", "disc"), any word
+  order, optional details (size, position, background, a frame like "clip art of"). The same content
+  can be said in hundreds of ways, which makes predicting the exact words hard (the paper's Figure 2).
+- extra=True: two more attributes, TEXTURES (solid, striped, dotted fill) and COUNTS (one to three
+  copies of the shape, smaller), drawn and named in the captions.
+
 Shifted test sets (`Shapes(split, shift=name)`, for robustness as in the paper's Section 3.3): the same
 items, the same captions and labels, drawn differently in one documented way (SHIFTS). Training never
 uses them, and shift=None leaves every image exactly as it was.
 """
+import re
 from collections import namedtuple
 
 import numpy as np
@@ -31,6 +40,9 @@ SIZES = ["small", "large"]
 POSITIONS = ["top left", "top right", "bottom left", "bottom right", "center"]
 BACKGROUNDS = ["black", "dark gray", "dark noise", "dark gradient"]
 HELDOUT_PAIRS = [(COLOURS[c], SHAPES[(3 * c + 1) % len(SHAPES)]) for c in range(len(COLOURS))]
+
+TEXTURES = ["solid", "striped", "dotted"]
+COUNTS = ["one", "two", "three"]
 
 # Distribution shifts for test sets: each changes how an item is drawn, never what it is.
 SHIFTS = {
@@ -54,6 +66,8 @@ TEMPLATES = {
     "pair": ["a {}", "an image of a {}", "there is a {}"],
     "size": [f"a {{}} {s}" for s in SHAPES],
     "position": [f"a {c} {s} in the {{}}" for c, s in zip(COLOURS, SHAPES)],
+    "texture": [f"a {{}} {s}" for s in SHAPES],  # extra=True
+    "count": [f"{{}} {c} shapes" for c in COLOURS],  # extra=True; "one ... shapes" is a price paid for one template
 }
 
 # Training captions. Colour and shape are always named; size and position only sometimes.
@@ -70,6 +84,38 @@ CAPTION_TEMPLATES = [
     "the {shape} in the {pos} is {colour}",
     "a {size} {shape} that is {colour}",
 ]
+# captions="varied": each content word has synonyms (the first is the class name the prompts use) and
+# each frame puts the words in its own order, naming the details it has room for, which a caption
+# then keeps or drops at random.
+SYNONYMS = {
+    "circle": ["circle", "disc", "round shape"], "square": ["square", "box", "block"],
+    "triangle": ["triangle", "three-sided shape"], "star": ["star", "five-pointed star"],
+    "cross": ["cross", "plus sign"], "diamond": ["diamond", "rhombus", "lozenge"],
+    "hexagon": ["hexagon", "six-sided shape"], "heart": ["heart", "love heart"],
+    "red": ["red", "crimson", "scarlet"], "green": ["green", "lime"], "blue": ["blue", "azure"],
+    "yellow": ["yellow", "golden"], "purple": ["purple", "violet"], "pink": ["pink", "rosy"],
+    "white": ["white", "snowy"], "cyan": ["cyan", "turquoise", "aqua"],
+    "small": ["small", "little", "tiny"], "large": ["large", "big", "huge"],
+    "top left": ["top left", "upper left", "top left corner"], "top right": ["top right", "upper right",
+                                                                           "top right corner"],
+    "bottom left": ["bottom left", "lower left", "bottom left corner"],
+    "bottom right": ["bottom right", "lower right", "bottom right corner"],
+    "center": ["center", "middle", "centre"],
+    "black": ["black", "pitch black"], "dark gray": ["dark gray", "charcoal"], "dark noise": ["dark noise", "grainy dark"],
+    "dark gradient": ["dark gradient", "dark fading"],
+    "solid": ["solid", "filled"], "striped": ["striped", "stripy"], "dotted": ["dotted", "spotty"],
+    "one": ["one", "a single"], "two": ["two", "a pair of"], "three": ["three", "a trio of"],
+}
+VARIED_FRAMES = [  # {a}: "a" (or, with extra=True, the count); {pos} and {bg} are optional details
+    "{a} {size} {colour} {shape}{pos}{bg}", "{a} {colour} {shape}{pos}", "a photo of {a} {colour} {shape}{bg}",
+    "{a} {shape}, {colour}{pos}", "clip art of {a} {size} {colour} {shape}", "{a} {shape} coloured {colour}{pos}{bg}",
+    "here is {a} {colour} {shape}{pos}", "{a} {size} {shape} in {colour}{bg}", "{colour}: {a} {shape}{pos}",
+    "picture of {a} {shape} ({colour}, {size}){pos}", "an illustration of {a} {colour} {shape}{bg}",
+    "my drawing of {a} {shape}, painted {colour}",
+]
+_POS_PHRASES = [" in the {}", ", {}", " at the {}"]
+_BG_PHRASES = [" on a {} background", " against a {} backdrop"]
+CAPTION_STYLES = ("plain", "varied")
 _SIDE = {"top left": "on the left side", "top right": "on the right side", "bottom left": "on the left side",
          "bottom right": "on the right side", "center": "in the middle"}
 
@@ -115,7 +161,51 @@ def _unit_polygons():
 
 
 _POLYGONS = _unit_polygons()
-_Params = namedtuple("_Params", "colour shape size position background template rgb cx cy radius angle bg_u")
+# extra=True: copies of the shape around the item's centre, in copy radii; with more than one copy each is
+# half as large, so the group still fits inside the image from a corner position
+_COPY_OFFSETS = [[(0.0, 0.0)], [(-1.25, 0.0), (1.25, 0.0)], [(0.0, -1.35), (-1.2, 0.8), (1.2, 0.8)]]
+_TEXTURE_PERIOD = 1 / 16  # of the side: stripes and dots every 4 px at 64 px
+
+
+def _copy_scale(p):
+    return 1.0 if p.count == 0 else 0.5
+
+
+def _texture_pattern(kind, n):
+    """float (n, n) in [0, 1] multiplying the shape's mask: horizontal stripes or a grid of dots."""
+    period = _TEXTURE_PERIOD * n
+    y, x = np.mgrid[0:n, 0:n] / period
+    if kind == "striped":
+        return (y % 1 < 0.5).astype(np.float32)
+    return (np.hypot(x % 1 - 0.5, y % 1 - 0.5) < 0.35).astype(np.float32)  # dotted
+
+
+def _plural(phrase):
+    last = phrase.split()[-1]
+    return phrase + ("es" if last.endswith(("s", "x", "sh", "ch")) else "s")
+
+
+def _varied_caption(p, rng, extra):
+    """A caption for captions="varied": a random frame, a random synonym for every word, and each
+    optional detail (size, position, background) kept with probability 1/2."""
+    def say(word):
+        options = SYNONYMS[word]
+        return options[int(rng.integers(len(options)))]
+    frame = VARIED_FRAMES[int(rng.integers(len(VARIED_FRAMES)))]
+    keep_size, keep_pos, keep_bg = rng.random(3) < 0.5
+    shape, a = say(SHAPES[p.shape]), "a"
+    if extra:
+        shape = f"{say(TEXTURES[p.texture])} {shape}"
+        a = say(COUNTS[p.count]) if p.count or rng.random() < 0.5 else "a"
+        shape = _plural(shape) if p.count else shape
+    pos = _POS_PHRASES[int(rng.integers(len(_POS_PHRASES)))].format(say(POSITIONS[p.position])) if keep_pos else ""
+    bg = _BG_PHRASES[int(rng.integers(len(_BG_PHRASES)))].format(say(BACKGROUNDS[p.background])) if keep_bg else ""
+    text = frame.format(a=a, size=say(SIZES[p.size]) if keep_size else "", colour=say(COLOURS[p.colour]),
+                        shape=shape, pos=pos, bg=bg)
+    text = re.sub(r"\s+", " ", text).replace(" ,", ",").replace("( ", "(").replace(", )", ")").strip()
+    return re.sub(r"\ba (?=[aeiou])", "an ", text)  # "a aqua star" -> "an aqua star"
+_Params = namedtuple("_Params", "colour shape size position background template rgb cx cy radius angle bg_u "
+                                "texture count")
 
 
 class Shapes:
@@ -125,12 +215,21 @@ class Shapes:
     image_size: side in pixels (64 by default; 32 and 224 work too); seed: a non-negative int;
     transform: None (image -> CLIP-normalised array as is) or a callable applied to the PIL image,
     called transform(img, rng) if it takes an rng (see transforms.wants_rng); shift: None or a key of
-    SHIFTS, to draw a shifted test set (same items, captions and labels).
+    SHIFTS, to draw a shifted test set (same items, captions and labels); captions: "plain" (the
+    CAPTION_TEMPLATES) or "varied" (synonyms, word orders and optional details: VARIED_FRAMES,
+    SYNONYMS); extra: True adds texture and count (needs captions="varied", which names them).
 
     dataset[i] -> (float32 (3, image_size, image_size) CLIP-normalised, caption str).
     """
 
-    def __init__(self, split="train", length=None, image_size=64, seed=0, transform=None, shift=None):
+    def __init__(self, split="train", length=None, image_size=64, seed=0, transform=None, shift=None,
+                 captions="plain", extra=False):
+        if captions not in CAPTION_STYLES:
+            raise ValueError(f"Shapes: unknown captions {captions!r}; choose one of {list(CAPTION_STYLES)}")
+        if extra and captions != "varied":
+            raise ValueError("Shapes: extra=True needs captions='varied': the plain templates have no words "
+                             "for texture and count, so the model could never learn them from captions")
+        self.captions, self.extra = captions, bool(extra)
         if shift is not None and shift not in SHIFTS:
             raise ValueError(f"Shapes: unknown shift {shift!r}; choose one of {list(SHIFTS)} (or None)")
         self.shift = shift
@@ -154,9 +253,10 @@ class Shapes:
         return self.length
 
     def __repr__(self):
-        shift = f", shift={self.shift!r}" if self.shift else ""
+        opts = (f", shift={self.shift!r}" if self.shift else "") + \
+            (f", captions={self.captions!r}" if self.captions != "plain" else "") + (", extra=True" if self.extra else "")
         return (f"Shapes(split={self.split!r}, length={self.length}, image_size={self.image_size}, "
-                f"seed={self.seed}{shift})")
+                f"seed={self.seed}{opts})")
 
     def _check_index(self, i):
         i = int(i)
@@ -179,7 +279,10 @@ class Shapes:
         p = _Params(colour=colour, shape=shape, size=size, position=position,
                     background=int(u[3] * len(BACKGROUNDS)), template=int(u[4] * len(CAPTION_TEMPLATES)), rgb=rgb,
                     cx=cx + (2 * u[6] - 1) * _CENTRE_JITTER, cy=cy + (2 * u[7] - 1) * _CENTRE_JITTER,
-                    radius=lo + u[5] * (hi - lo), angle=(2 * u[8] - 1) * _MAX_ANGLE, bg_u=u[12])
+                    radius=lo + u[5] * (hi - lo), angle=(2 * u[8] - 1) * _MAX_ANGLE, bg_u=u[12], texture=0, count=0)
+        if self.extra:  # from a stream of their own, so that every other draw stays as it was
+            v = self._aux_rng(i, 3).random(2)
+            p = p._replace(texture=int(v[0] * len(TEXTURES)), count=int(v[1] * len(COUNTS)))
         if self.shift == "rotation":  # the same draw, moved out to 20..35 degrees on its own side
             lo_a, hi_a = _SHIFT_ANGLE
             p = p._replace(angle=np.sign(p.angle or 1.0) * (lo_a + abs(2 * u[8] - 1) * (hi_a - lo_a)))
@@ -187,24 +290,35 @@ class Shapes:
             p = p._replace(radius=_SHIFT_RADIUS[0] + u[5] * (_SHIFT_RADIUS[1] - _SHIFT_RADIUS[0]))
         return p, rng
 
+    def _aux_rng(self, i, stream):
+        return np.random.default_rng([self.seed, self.split_id, i, stream])
+
     def info(self, i):
         """Attributes of item i: dict(shape, colour, size, position, background: str, caption: str,
-        rgb: (r, g, b) ints, center: (x, y) and radius in pixels, angle in degrees)."""
-        p, _ = self._params(self._check_index(i))
+        rgb: (r, g, b) ints, center: (x, y) and radius in pixels, angle in degrees; with extra=True
+        also texture and count: str). With a count above one, center is the group's and radius each copy's."""
+        i = self._check_index(i)
+        p, _ = self._params(i)
         s = self.image_size
-        return dict(shape=SHAPES[p.shape], colour=COLOURS[p.colour], size=SIZES[p.size],
-                    position=POSITIONS[p.position], background=BACKGROUNDS[p.background], caption=self._caption(p),
-                    rgb=p.rgb, center=(p.cx * s, p.cy * s), radius=p.radius * s, angle=float(np.rad2deg(p.angle)))
+        out = dict(shape=SHAPES[p.shape], colour=COLOURS[p.colour], size=SIZES[p.size],
+                   position=POSITIONS[p.position], background=BACKGROUNDS[p.background], caption=self._caption(p, i),
+                   rgb=p.rgb, center=(p.cx * s, p.cy * s), radius=p.radius * s * _copy_scale(p),
+                   angle=float(np.rad2deg(p.angle)))
+        if self.extra:
+            out.update(texture=TEXTURES[p.texture], count=COUNTS[p.count])
+        return out
 
-    @staticmethod
-    def _caption(p):
+    def _caption(self, p, i):
         pos = POSITIONS[p.position]
-        return CAPTION_TEMPLATES[p.template].format(size=SIZES[p.size], colour=COLOURS[p.colour],
-                                                    shape=SHAPES[p.shape], pos=pos, side=_SIDE[pos])
+        if self.captions == "plain":
+            return CAPTION_TEMPLATES[p.template].format(size=SIZES[p.size], colour=COLOURS[p.colour],
+                                                        shape=SHAPES[p.shape], pos=pos, side=_SIDE[pos])
+        return _varied_caption(p, self._aux_rng(i, 2), self.extra)
 
     def caption(self, i):
         """The caption of item i (str), without rendering."""
-        return self._caption(self._params(self._check_index(i))[0])
+        i = self._check_index(i)
+        return self._caption(self._params(i)[0], i)
 
     def _background(self, p, rng):
         """Dark RGB PIL image (S, S); every channel stays <= 75 so all colours stand out."""
@@ -241,12 +355,17 @@ class Shapes:
         r, cx, cy = p.radius * s * k, p.cx * s * k, p.cy * s * k
         outline = dict(outline=255, width=max(1, round(_OUTLINE_WIDTH * s * k))) if self.shift == "outline" else {}
         fill = None if outline else 255
-        if SHAPES[p.shape] == "circle":
-            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill, **outline)
-        else:
-            c, sn = np.cos(p.angle), np.sin(p.angle)
-            pts = _POLYGONS[SHAPES[p.shape]] @ np.array([[c, sn], [-sn, c]]) * r + (cx, cy)  # rotate, scale, move
-            draw.polygon(pts.ravel().tolist(), fill=fill, **outline)
+        r = r * _copy_scale(p)
+        for ox, oy in _COPY_OFFSETS[p.count]:  # one copy unless extra=True drew a count
+            x, y = cx + ox * r, cy + oy * r
+            if SHAPES[p.shape] == "circle":
+                draw.ellipse((x - r, y - r, x + r, y + r), fill=fill, **outline)
+            else:
+                c, sn = np.cos(p.angle), np.sin(p.angle)
+                pts = _POLYGONS[SHAPES[p.shape]] @ np.array([[c, sn], [-sn, c]]) * r + (x, y)  # rotate, scale, move
+                draw.polygon(pts.ravel().tolist(), fill=fill, **outline)
+        if TEXTURES[p.texture] != "solid":
+            mask = Image.fromarray((np.asarray(mask) * _texture_pattern(TEXTURES[p.texture], s * k)).astype(np.uint8))
         img.paste(p.rgb, (0, 0, s, s), mask.reduce(k))  # box-filter the 4x mask down: antialiased alpha
         if self.shift == "noise":  # drawn last from the item's stream: every other draw stays as it was
             noise = rng.normal(0, _NOISE_STD, (s, s, 3))
@@ -264,36 +383,38 @@ class Shapes:
         else:
             rng = np.random.default_rng([self.seed, self.split_id, i, 1]) if rng is None else rng
             x = apply_transform(self.transform, img, rng)
-        return x, self._caption(p)
+        return x, self._caption(p, i)
 
     def __getitem__(self, i):
         return self.getitem(i)
 
     def labels(self, key):
         """int64 (len,) class index of every item for key "shape" | "colour" | "pair" | "size" |
-        "position" | "background", indexing Shapes.classnames(key). "pair" is colour * 8 + shape.
+        "position" | "background" (and "texture" | "count" with extra=True), indexing
+        Shapes.classnames(key). "pair" is colour * 8 + shape.
         Computed from the parameters only (no rendering): ~0.5 s for 20,000 items, then cached."""
         if self._table is None:
             rows = [self._params(i)[0] for i in range(self.length)]
             self._table = {f: np.array([getattr(p, f) for p in rows], dtype=np.int64).reshape(-1)
-                           for f in ("shape", "colour", "size", "position", "background")}
+                           for f in ("shape", "colour", "size", "position", "background")
+                           + (("texture", "count") if self.extra else ())}
         if key == "pair":
             return self._table["colour"] * len(SHAPES) + self._table["shape"]
         if key not in self._table:
-            raise ValueError(f"Shapes.labels: unknown key {key!r}; choose shape, colour, pair, size, position "
-                             "or background")
+            raise ValueError(f"Shapes.labels: unknown key {key!r}; choose shape, colour, pair, size, position, "
+                             "background" + (", texture or count" if self.extra else " (texture and count need extra=True)"))
         return self._table[key].copy()
 
     @staticmethod
     def classnames(key):
         """Class names (list of str) for key: "shape" (8), "colour" (8), "pair" (64, like
-        "red circle", colour-major), "size", "position" or "background"."""
-        names = {"shape": SHAPES, "colour": COLOURS, "size": SIZES, "position": POSITIONS,
-                 "background": BACKGROUNDS, "pair": [f"{c} {s}" for c in COLOURS for s in SHAPES]}
+        "red circle", colour-major), "size", "position", "background", "texture" or "count"."""
+        names = {"shape": SHAPES, "colour": COLOURS, "size": SIZES, "position": POSITIONS, "background": BACKGROUNDS,
+                 "texture": TEXTURES, "count": COUNTS, "pair": [f"{c} {s}" for c in COLOURS for s in SHAPES]}
         if key not in names:
             raise ValueError(f"Shapes.classnames: unknown key {key!r}; choose one of {list(names)}")
         return list(names[key])
 
 
-__all__ = ["BACKGROUNDS", "CAPTION_TEMPLATES", "COLOURS", "COLOUR_RGB", "HELDOUT_PAIRS", "POSITIONS", "SHAPES",
-           "SHIFTS", "SIZES", "Shapes", "TEMPLATES"]
+__all__ = ["BACKGROUNDS", "CAPTION_STYLES", "CAPTION_TEMPLATES", "COLOURS", "COLOUR_RGB", "COUNTS", "HELDOUT_PAIRS",
+           "POSITIONS", "SHAPES", "SHIFTS", "SIZES", "SYNONYMS", "Shapes", "TEMPLATES", "TEXTURES", "VARIED_FRAMES"]
