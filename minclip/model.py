@@ -27,6 +27,38 @@ from .transformer import Transformer, VisionTransformer
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
+def build_visual(embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size):
+    """The image encoder CLIP builds from its arguments (see CLIP): a ModifiedResNet when vision_layers
+    is a tuple or list, else a VisionTransformer. forward((N, 3, R, R)) -> (N, embed_dim).
+    objectives.py builds the same encoder under each of Figure 2's objectives."""
+    if isinstance(vision_layers, (tuple, list)):
+        vision_heads = vision_width * 32 // 64
+        return ModifiedResNet(layers=vision_layers, output_dim=embed_dim, heads=vision_heads,
+                              input_resolution=image_resolution, width=vision_width)
+    vision_heads = max(1, vision_width // 64)
+    return VisionTransformer(input_resolution=image_resolution, patch_size=vision_patch_size, width=vision_width,
+                             layers=vision_layers, heads=vision_heads, output_dim=embed_dim)
+
+
+def encode_image(visual, image):
+    """image: (N, 3, R, R) array or Tensor -> visual(image), (N, output_dim), after checking the shape and
+    moving and casting the array to the encoder's device and dtype (a Tensor must already be there)."""
+    R, weight = visual.input_resolution, visual.conv1.weight
+    shape = tuple(image.shape) if hasattr(image, "shape") else np.shape(image)
+    if len(shape) != 4 or shape[1:] != (3, R, R):
+        raise ValueError(f"encode_image: expected images of shape (N, 3, {R}, {R}), got {shape}")
+    if isinstance(image, Tensor):  # a Tensor keeps its graph, so it is not moved: it must be on the model's device
+        device = backend.get_array_module(weight)
+        if backend.get_array_module(image) is not device:
+            raise ValueError(f"encode_image: the image Tensor holds a {backend.get_array_module(image).__name__} "
+                             f"array but the model's weights are {device.__name__} arrays; make it with "
+                             "Tensor(minclip.backend.asarray(images)), or pass the array itself")
+        image = image if image.dtype == weight.dtype else image.astype(weight.dtype)
+    else:
+        image = Tensor(backend.asarray(image, dtype=weight.dtype, like=weight))
+    return visual(image)
+
+
 class CLIP(nn.Module):
     """Contrastive Language-Image Pre-training model (Section 2).
 
@@ -34,7 +66,7 @@ class CLIP(nn.Module):
     image_resolution: R, images are (N, 3, R, R).
     vision_layers: a tuple/list (blocks per ResNet stage) selects ModifiedResNet with
         vision_width * 32 // 64 heads; an int (Transformer layers) selects a
-        VisionTransformer with vision_width // 64 heads and patches of vision_patch_size.
+        VisionTransformer with vision_width // 64 heads (at least 1) and patches of vision_patch_size.
     context_length, vocab_size, transformer_width/heads/layers: the text Transformer
         (OpenAI's models: 77 positions, 49,408 ids = 256 bytes + 256 bytes with </w> + 48,894 merges
         + SOT/EOT, 512 wide, 8 heads, 12 layers).
@@ -50,15 +82,7 @@ class CLIP(nn.Module):
             transformer_layers=transformer_layers)
         self.context_length = context_length
 
-        if isinstance(vision_layers, (tuple, list)):
-            vision_heads = vision_width * 32 // 64
-            self.visual = ModifiedResNet(layers=vision_layers, output_dim=embed_dim, heads=vision_heads,
-                                         input_resolution=image_resolution, width=vision_width)
-        else:
-            vision_heads = vision_width // 64
-            self.visual = VisionTransformer(input_resolution=image_resolution, patch_size=vision_patch_size,
-                                            width=vision_width, layers=vision_layers, heads=vision_heads,
-                                            output_dim=embed_dim)
+        self.visual = build_visual(embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size)
 
         self.transformer = Transformer(width=transformer_width, layers=transformer_layers,
                                        heads=transformer_heads, attn_mask=self.build_attention_mask())
@@ -120,20 +144,7 @@ class CLIP(nn.Module):
     # ------------------------------------------------------------------------- encoders
     def encode_image(self, image):
         """image: (N, 3, R, R) array or Tensor -> image features I_f @ W_i, (N, embed_dim)."""
-        R = self.visual.input_resolution
-        shape = tuple(image.shape) if hasattr(image, "shape") else np.shape(image)
-        if len(shape) != 4 or shape[1:] != (3, R, R):
-            raise ValueError(f"encode_image: expected images of shape (N, 3, {R}, {R}), got {shape}")
-        if isinstance(image, Tensor):  # a Tensor keeps its graph, so it is not moved: it must be on the model's device
-            device = backend.get_array_module(self.visual.conv1.weight)
-            if backend.get_array_module(image) is not device:
-                raise ValueError(f"encode_image: the image Tensor holds a {backend.get_array_module(image).__name__} "
-                                 f"array but the model's weights are {device.__name__} arrays; make it with "
-                                 "Tensor(minclip.backend.asarray(images)), or pass the array itself")
-            image = image if image.dtype == self.dtype else image.astype(self.dtype)
-        else:
-            image = Tensor(backend.asarray(image, dtype=self.dtype, like=self.visual.conv1.weight))
-        return self.visual(image)
+        return encode_image(self.visual, image)
 
     def encode_text(self, text):
         """text: (N, L) integer token ids, L <= context_length, each row ending in EOT (the largest id)
@@ -267,4 +278,4 @@ def create_model(name, **overrides):
     return CLIP(**config)
 
 
-__all__ = ["CLIP", "build_model", "create_model", "list_models", "load_config"]
+__all__ = ["CLIP", "build_model", "build_visual", "create_model", "encode_image", "list_models", "load_config"]
