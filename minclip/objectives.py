@@ -25,7 +25,7 @@ import numpy as np
 
 from . import backend, nn
 from . import functional as F
-from .autograd import Tensor, concat
+from .autograd import Tensor, concat, no_grad
 from .loss import clip_loss
 from .model import encode_image
 from .transformer import Transformer
@@ -205,7 +205,6 @@ def likelihood_scores(model, image_features, prompt_tokens, templates_per_class,
     the likelihood of the class under a uniform choice of template. The log-sum-exp keeps the best
     fitting templates, e.g. "a red {}" for a red image, as averaging embeddings does for CLIP (Sec. 3.1.4).
     """
-    from .autograd import no_grad
     prompt_tokens = _host_tokens(prompt_tokens)
     feats = backend.unwrap(image_features)
     N, P, T = feats.shape[0], len(prompt_tokens), templates_per_class

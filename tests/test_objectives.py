@@ -8,8 +8,15 @@ from minclip import backend, optim
 from minclip.autograd import Tensor
 from minclip.gradcheck import gradcheck
 from minclip.model import build_visual
-from minclip.objectives import (BagOfWords, BagOfWordsText, CaptionLM, ContrastiveBoW, bag_of_words,
-                                likelihood_scores, word_mask)
+from minclip.objectives import (
+    BagOfWords,
+    BagOfWordsText,
+    CaptionLM,
+    ContrastiveBoW,
+    bag_of_words,
+    likelihood_scores,
+    word_mask,
+)
 
 V, SOT, EOT, D = 20, 18, 19, 8
 TOKENS = np.array([[SOT, 3, 5, 3, EOT, 0],

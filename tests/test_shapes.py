@@ -280,7 +280,7 @@ def test_varied_captions_change_only_the_words():
 
 def test_varied_captions_name_colour_and_shape_in_many_ways():
     ds = Shapes("train", length=2000, captions="varied")
-    caps, synonyms_used, frames = [], set(), set()
+    caps, synonyms_used = [], set()
     for i in range(2000):
         info, cap = ds.info(i), ds.caption(i)
         caps.append(cap)

@@ -42,7 +42,7 @@ from .transforms import (
 )
 
 __all__ = ["BACKGROUNDS", "CAPTION_TEMPLATES", "CIFAR10", "CIFAR10_TEMPLATES", "CLIP_MEAN", "CLIP_STD", "COLOURS",
-           "COUNTS", "CSV_CAPTION_KEY", "CSV_IMG_KEY", "CSV_SEPARATOR",
-           "COLOUR_RGB", "CsvImageText", "DataLoader", "HELDOUT_PAIRS", "IMG_EXTENSIONS", "ImageFolder", "InMemory",
-           "POSITIONS", "SHAPES", "SHIFTS", "SIZES", "SYNONYMS", "Shapes", "TEMPLATES", "TEXTURES", "UnreadableImage", "VARIED_FRAMES", "clip_preprocess",
+           "COLOUR_RGB", "COUNTS", "CSV_CAPTION_KEY", "CSV_IMG_KEY", "CSV_SEPARATOR", "CsvImageText", "DataLoader",
+           "HELDOUT_PAIRS", "IMG_EXTENSIONS", "ImageFolder", "InMemory", "POSITIONS", "SHAPES", "SHIFTS", "SIZES",
+           "SYNONYMS", "Shapes", "TEMPLATES", "TEXTURES", "UnreadableImage", "VARIED_FRAMES", "clip_preprocess",
            "denormalize", "random_hflip", "random_resized_crop", "to_tensor_normalized", "train_transform"]

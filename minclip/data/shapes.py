@@ -101,7 +101,8 @@ SYNONYMS = {
     "bottom left": ["bottom left", "lower left", "bottom left corner"],
     "bottom right": ["bottom right", "lower right", "bottom right corner"],
     "center": ["center", "middle", "centre"],
-    "black": ["black", "pitch black"], "dark gray": ["dark gray", "charcoal"], "dark noise": ["dark noise", "grainy dark"],
+    "black": ["black", "pitch black"], "dark gray": ["dark gray", "charcoal"],
+    "dark noise": ["dark noise", "grainy dark"],
     "dark gradient": ["dark gradient", "dark fading"],
     "solid": ["solid", "filled"], "striped": ["striped", "stripy"], "dotted": ["dotted", "spotty"],
     "one": ["one", "a single"], "two": ["two", "a pair of"], "three": ["three", "a trio of"],
@@ -254,7 +255,8 @@ class Shapes:
 
     def __repr__(self):
         opts = (f", shift={self.shift!r}" if self.shift else "") + \
-            (f", captions={self.captions!r}" if self.captions != "plain" else "") + (", extra=True" if self.extra else "")
+            (f", captions={self.captions!r}" if self.captions != "plain" else "") + \
+            (", extra=True" if self.extra else "")
         return (f"Shapes(split={self.split!r}, length={self.length}, image_size={self.image_size}, "
                 f"seed={self.seed}{opts})")
 
@@ -402,7 +404,8 @@ class Shapes:
             return self._table["colour"] * len(SHAPES) + self._table["shape"]
         if key not in self._table:
             raise ValueError(f"Shapes.labels: unknown key {key!r}; choose shape, colour, pair, size, position, "
-                             "background" + (", texture or count" if self.extra else " (texture and count need extra=True)"))
+                             "background" + (", texture or count" if self.extra
+                                              else " (texture and count need extra=True)"))
         return self._table[key].copy()
 
     @staticmethod
