@@ -47,6 +47,13 @@ def word_mask(tokens):
     return ((pos[None, :] >= 1) & (pos[None, :] < eot[:, None])).astype(np.float32)
 
 
+def predicted_mask(tokens):
+    """float32 (N, L-1): 1 where token j+1 is one a language model predicts (a word or the EOT),
+    0 at the padding after it; column j is the prediction made after reading tokens 0..j."""
+    tokens = _host_tokens(tokens)
+    return (np.arange(1, tokens.shape[1])[None, :] <= tokens.argmax(axis=1)[:, None]).astype(np.float32)
+
+
 def bag_of_words(tokens, vocab_size):
     """float32 (N, vocab_size): how many times each id occurs among each caption's words."""
     tokens = _host_tokens(tokens)
@@ -114,13 +121,13 @@ class CaptionLM(nn.Module):
         rows, cols = np.meshgrid(np.arange(N), np.arange(L - 1), indexing="ij")
         index = tuple(backend.asarray(i, like=logp.data) for i in (rows, cols, tokens[:, 1:]))
         picked = logp[index]                                                 # (N, L-1): log p of each target
-        targets = word_mask(tokens)[:, 1:] + (np.arange(1, L)[None, :] == tokens.argmax(1)[:, None])  # + EOT
+        targets = predicted_mask(tokens)
         return (picked * backend.asarray(targets, dtype=picked.dtype, like=picked.data)).sum(axis=1)
 
     def loss(self, images, tokens):
         """Mean cross-entropy per predicted token (words and EOT) over the batch."""
         tokens = _host_tokens(tokens)
-        n_targets = float(word_mask(tokens).sum() + len(tokens))
+        n_targets = float(predicted_mask(tokens).sum())
         return -self.log_likelihood(self.encode_image(images), tokens).sum() / n_targets
 
 
@@ -230,4 +237,4 @@ def likelihood_scores(model, image_features, prompt_tokens, templates_per_class,
 
 
 __all__ = ["BagOfWords", "BagOfWordsText", "CaptionLM", "ContrastiveBoW", "bag_of_words", "clip_objective",
-           "likelihood_scores", "word_mask"]
+           "likelihood_scores", "predicted_mask", "word_mask"]

@@ -15,6 +15,7 @@ from minclip.objectives import (
     ContrastiveBoW,
     bag_of_words,
     likelihood_scores,
+    predicted_mask,
     word_mask,
 )
 
@@ -56,6 +57,7 @@ def lm():
 # ----------------------------------------------------------------------------- token bookkeeping
 def test_word_mask_and_bag_of_words():
     np.testing.assert_array_equal(word_mask(TOKENS), [[0, 1, 1, 1, 0, 0], [0, 1, 0, 0, 0, 0], [0, 1, 1, 1, 1, 0]])
+    np.testing.assert_array_equal(predicted_mask(TOKENS), [[1, 1, 1, 1, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])
     bag = bag_of_words(TOKENS, V)
     assert bag.shape == (3, V) and bag[0, 3] == 2 and bag[0, 5] == 1 and bag[0].sum() == 3  # repeats count
     assert bag[1, 7] == 1 and bag[1].sum() == 1 and bag[:, [0, SOT, EOT]].sum() == 0       # no SOT, EOT, padding
