@@ -23,6 +23,7 @@ Shifted test sets (`Shapes(split, shift=name)`, for robustness as in the paper's
 items, the same captions and labels, drawn differently in one documented way (SHIFTS). Training never
 uses them, and shift=None leaves every image exactly as it was.
 """
+import functools
 import re
 from collections import namedtuple
 
@@ -172,6 +173,7 @@ def _copy_scale(p):
     return 1.0 if p.count == 0 else 0.5
 
 
+@functools.lru_cache(maxsize=8)  # one (n, n) pattern per texture and size, reused by every item
 def _texture_pattern(kind, n):
     """float (n, n) in [0, 1] multiplying the shape's mask: horizontal stripes or a grid of dots."""
     period = _TEXTURE_PERIOD * n
@@ -358,14 +360,14 @@ class Shapes:
         outline = dict(outline=255, width=max(1, round(_OUTLINE_WIDTH * s * k))) if self.shift == "outline" else {}
         fill = None if outline else 255
         r = r * _copy_scale(p)
+        c, sn = np.cos(p.angle), np.sin(p.angle)
+        unit = None if SHAPES[p.shape] == "circle" else _POLYGONS[SHAPES[p.shape]] @ np.array([[c, sn], [-sn, c]]) * r
         for ox, oy in _COPY_OFFSETS[p.count]:  # one copy unless extra=True drew a count
             x, y = cx + ox * r, cy + oy * r
-            if SHAPES[p.shape] == "circle":
+            if unit is None:
                 draw.ellipse((x - r, y - r, x + r, y + r), fill=fill, **outline)
             else:
-                c, sn = np.cos(p.angle), np.sin(p.angle)
-                pts = _POLYGONS[SHAPES[p.shape]] @ np.array([[c, sn], [-sn, c]]) * r + (x, y)  # rotate, scale, move
-                draw.polygon(pts.ravel().tolist(), fill=fill, **outline)
+                draw.polygon((unit + (x, y)).ravel().tolist(), fill=fill, **outline)  # rotated, scaled, moved
         if TEXTURES[p.texture] != "solid":
             mask = Image.fromarray((np.asarray(mask) * _texture_pattern(TEXTURES[p.texture], s * k)).astype(np.uint8))
         img.paste(p.rgb, (0, 0, s, s), mask.reduce(k))  # box-filter the 4x mask down: antialiased alpha
