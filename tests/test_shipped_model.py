@@ -26,12 +26,12 @@ def test_the_shipped_model_loads_by_name_and_reaches_the_default_runs_accuracy()
     evals = {s: data.Shapes(s, length=512, image_size=64, seed=0) for s in ("val", "heldout")}  # the run's own
     measured = shapes_zeroshot(model, evals, tokenizer)
     recorded = state["results"]
-    for key, floor in (("shape", 0.90), ("colour", 0.98), ("pair_heldout", 0.90)):
+    for key, floor in (("shape", 0.97), ("colour", 0.99), ("pair_heldout", 0.95)):  # issue 23's targets
         top1 = measured[f"zeroshot/{key}_top1"]
         assert top1 >= floor, f"the shipped model reaches {top1:.1%} on {key}, below {floor:.0%}"
         assert top1 == pytest.approx(recorded[f"zeroshot/{key}_top1"], abs=1.5 / 512), \
             f"{key}: {top1:.4f} measured now, {recorded[f'zeroshot/{key}_top1']:.4f} when the run ended"
-    assert state["config"]["model"] == "tiny-vit" and state["step"] == 768 and recorded["elapsed_s"] > 0
+    assert state["config"]["model"] == "tiny-vit" and state["step"] == 1152 and recorded["elapsed_s"] > 0
 
 
 def test_export_keeps_the_weights_tokenizer_and_results_and_drops_the_optimizer(tmp_path):
