@@ -40,6 +40,13 @@ def build_visual(embed_dim, image_resolution, vision_layers, vision_width, visio
                              layers=vision_layers, heads=vision_heads, output_dim=embed_dim)
 
 
+def initial_logit_scale():
+    """The learnt temperature of Figure 3 as a 0-d Parameter t. Section 2.5: "The learnable temperature
+    parameter tau was initialized to the equivalent of 0.07"; stored as t = log(1 / tau) so that exp(t)
+    scales the logits and stays positive."""
+    return nn.Parameter(backend.xp.full((), math.log(1 / 0.07), backend.get_default_dtype()))
+
+
 def encode_image(visual, image):
     """image: (N, 3, R, R) array or Tensor -> visual(image), (N, output_dim), after checking the shape and
     moving and casting the array to the encoder's device and dtype (a Tensor must already be there)."""
@@ -95,9 +102,7 @@ class CLIP(nn.Module):
 
         self.text_projection = nn.Parameter(backend.xp.zeros((transformer_width, embed_dim),
                                                              backend.get_default_dtype()))
-        # Section 2.5: "The learnable temperature parameter tau was initialized to the equivalent of 0.07";
-        # stored as t = log(1 / tau) so that exp(t) scales the logits and stays positive.
-        self.logit_scale = nn.Parameter(backend.xp.full((), math.log(1 / 0.07), backend.get_default_dtype()))
+        self.logit_scale = initial_logit_scale()
         self.tokenizer = None  # the tokenizer the weights were trained with, when minclip.load knows it
 
         self.initialize_parameters()

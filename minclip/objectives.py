@@ -27,7 +27,7 @@ from . import backend, nn
 from . import functional as F
 from .autograd import Tensor, concat, no_grad
 from .loss import clip_loss
-from .model import encode_image
+from .model import encode_image, initial_logit_scale
 from .transformer import Transformer
 
 
@@ -190,7 +190,7 @@ class ContrastiveBoW(nn.Module):
     def __init__(self, visual, embed_dim, context_length, vocab_size, width):
         self.visual, self.context_length, self.vocab_size = visual, context_length, vocab_size
         self.text = BagOfWordsText(vocab_size, width, embed_dim)
-        self.logit_scale = nn.Parameter(backend.xp.full((), np.log(1 / 0.07), backend.get_default_dtype()))
+        self.logit_scale = initial_logit_scale()
         self.tokenizer = None
 
     def encode_image(self, image):
