@@ -40,7 +40,7 @@ DATASETS = {  # maker, class names, (a prompt no caption uses, a training captio
     "patterns": (patterns_data.make_patterns, patterns_data.CLASSES,
                  ["a photo of a {} pattern.", "a swatch of {} fabric"]),
 }
-RECIPE = ("model", "epochs", "batch_size", "lr", "warmup", "crop_scale")  # flags passed to TrainConfig when given
+RECIPE = ("model", "epochs", "batch_size", "lr", "warmup", "crop_scale", "seed")  # TrainConfig flags, when given
 
 
 def prompt_sets(templates):
@@ -123,6 +123,7 @@ def main(argv=None):
     p.add_argument("--lr", type=float)
     p.add_argument("--warmup", type=int)
     p.add_argument("--crop-scale", type=float, help="default: minclip train's for a CSV")
+    p.add_argument("--seed", type=int, help="the run's seed (init, batch order, crops); the data stay the same")
     p.add_argument("--no-torch", action="store_true")
     args = p.parse_args(argv)
     make, classes, args.templates = DATASETS[args.data]
@@ -132,7 +133,7 @@ def main(argv=None):
         config["templates"] = args.templates
         print(f"{args.data}: {args.n_train} captioned training images, {args.n_test} test images of "
               f"{len(classes)} classes; {config['model']}, {config['epochs']} epochs, batch {config['batch_size']}, "
-              f"lr {config['lr']}, crop scale {config['crop_scale']}")
+              f"lr {config['lr']}, crop scale {config['crop_scale']}, seed {config['seed']}")
         rows = [("minclip", seconds, accs)]
         tokenizer = minclip.load(str(Path(root, "minclip", "checkpoints", "latest.npz")))[0].tokenizer
         try:
