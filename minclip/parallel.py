@@ -9,7 +9,9 @@ between two products would fight them for the cores (measured: no gain at all). 
 both: while it is in use, NumPy's OpenBLAS is set to one thread (threadpoolctl) and `matmul` gives each
 thread a block of the product's rows (its columns, when it has few rows; its leading axis, when
 batched). Every block is computed by exactly the code the whole array would be and no sum is split, so
-the result is bit-identical for any number of threads (tests/test_parallel.py).
+the elementwise ops give the same bits for any number of threads (tests/test_parallel.py). Products do
+where the BLAS gives a block of rows the bits of the whole product; OpenBLAS 0.3.31 (NumPy 2.4.6's) does
+not, not even between 1 and 2 of its own threads, and there they agree to float32 round-off.
 
     MINCLIP_NUM_THREADS   threads for minclip's ops (default 1: no pool, and BLAS keeps its own threads)
 

@@ -2,10 +2,13 @@
 
 Each test forces the split with small arrays (MIN_ELEMENTS lowered to 1), so every op below runs over
 several row blocks on several threads, then compares with one thread bit for bit, and gradient-checks
-the split version in float64.
+the split version in float64. Matrix products are compared bit for bit where the BLAS gives a block of
+rows of a product the bits of the whole product; OpenBLAS 0.3.31 (NumPy 2.4.6's) does not, not even
+between 1 and 2 of its own threads, and there they must agree to float32 round-off instead.
 """
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from minclip import backend, parallel
 from minclip import functional as F
@@ -64,6 +67,27 @@ OPS = {
 }
 
 
+PRODUCTS = {"linear", "matmul, few rows", "matmul, batched", "conv2d 3x3", "conv2d channels last", "conv2d 1x1",
+            "conv2d stride 2"}
+
+
+def _blas_splits_exactly():
+    """Whether NumPy's BLAS computes a block of rows of a product with the bits of the whole product."""
+    a, b = _randn(384, 96), _randn(96, 128, seed=1)
+    with threadpool_limits(1, "blas"):
+        return np.array_equal(a[:128] @ b, (a @ b)[:128]) and np.array_equal(a @ b[:, :40], (a @ b)[:, :40])
+
+
+def assert_same(one, many, exact):
+    """Bit for bit, or (a BLAS whose blocks round differently) to float32 round-off of the largest value."""
+    for a, b in zip(one, many):
+        assert a.dtype == b.dtype
+        if exact:
+            assert np.array_equal(a, b, equal_nan=True)
+        else:
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * np.abs(a).max())
+
+
 @pytest.mark.parametrize("op", OPS)
 def test_bit_identical_for_1_and_3_threads(op, split_everything, monkeypatch):
     fn, shapes = OPS[op]
@@ -74,8 +98,7 @@ def test_bit_identical_for_1_and_3_threads(op, split_everything, monkeypatch):
     monkeypatch.setattr(parallel, "_get_pool", lambda: handed_off.append(1) or get_pool())
     three = _forward_backward(fn, arrays, 3)
     assert bool(handed_off) == (backend.current() == "numpy")  # split on NumPy; device arrays never are
-    for a, b in zip(one, three):
-        assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
+    assert_same(one, three, exact=op not in PRODUCTS or _blas_splits_exactly())
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -87,7 +110,9 @@ def test_split_ops_pass_gradcheck(op, split_everything):
 
 
 def test_a_training_step_is_bit_identical_for_1_and_2_threads(split_everything):
-    """tiny model, forward + loss + backward + clipping + AdamW: the same weights after a step."""
+    """tiny model, forward + loss + backward + clipping + AdamW: the same weights after a step (bit for bit
+    where the BLAS splits exactly; else within lr / 50: AdamW divides each gradient by its own RMS, so a
+    gradient that rounds near zero can move its weight by a share of lr, see test_distributed.py)."""
     def one_step(threads):
         parallel.set_num_threads(threads)
         backend.manual_seed(0)
@@ -102,8 +127,9 @@ def test_a_training_step_is_bit_identical_for_1_and_2_threads(split_everything):
         clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         return [backend.to_numpy(p.data) for p in model.parameters()]
+    exact = _blas_splits_exactly()
     for a, b in zip(one_step(1), one_step(2)):
-        assert np.array_equal(a, b)
+        assert np.array_equal(a, b) if exact else np.allclose(a, b, rtol=1e-5, atol=1e-3 / 50)
 
 
 def test_blocks_cover_every_row_once(monkeypatch):
