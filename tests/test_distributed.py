@@ -85,11 +85,9 @@ def test_two_ranks_match_one_process_with_the_doubled_batch(tmp_path, model):
 
 
 # ----------------------------------------------------------------------------- (b) the CLI, 2 ranks
-# --lr 5e-4: Adam's steps are about lr in size whatever the gradient, so float32 round-off in a near-zero
-# gradient can move a weight by a fraction of lr; at the default 2e-3 that nears the 1e-6 tolerance below
-# Two runs that should end with the same weights, in float32. Adam divides each gradient by its own running
-# RMS, so an element whose gradient sums to nearly zero (terms that cancel, added in another order over 2
-# ranks) can move by a visible share of one step's lr (5e-4): on one machine 1 of 131,072 token-embedding
+# Two runs that should end with the same weights, in float32. Adam's steps are about lr in size whatever the
+# gradient, so an element whose gradient sums to nearly zero (terms that cancel, added in another order over
+# 2 ranks) can move by a visible share of lr: at --lr 5e-4, on one machine, 1 of 131,072 token-embedding
 # entries differed by 1.7e-6. atol 1e-5 is lr / 50; one rank's gradient alone moves weights by up to lr a step.
 SAME_WEIGHTS = dict(rtol=1e-5, atol=1e-5)
 TRAIN = ["-m", "minclip.cli", "train", "--train-size", "48", "--eval-size", "16", "--epochs", "2", "--warmup", "2",
